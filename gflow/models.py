@@ -1,0 +1,427 @@
+"""Jobs, reservations, their states and allowed transitions, and their 0.4.13 wire encoding."""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional
+
+
+class JobState(str, enum.Enum):
+    QUEUED = "Queued"
+    HOLD = "Hold"
+    RUNNING = "Running"
+    FINISHED = "Finished"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+    TIMEOUT = "Timeout"
+
+    @property
+    def short(self) -> str:
+        return _SHORT[self]
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATES
+
+    @classmethod
+    def parse(cls, text: str) -> "JobState":
+        """Long or short form, exact case as 0.4.13 accepts (`Queued`, `PD`, `pd`)."""
+        try:
+            return _PARSE[text]
+        except KeyError:
+            raise ValueError(f"unknown job state {text!r}") from None
+
+
+_SHORT = {
+    JobState.QUEUED: "PD", JobState.HOLD: "H", JobState.RUNNING: "R",
+    JobState.FINISHED: "CD", JobState.FAILED: "F", JobState.CANCELLED: "CA",
+    JobState.TIMEOUT: "TO",
+}
+_PARSE: dict[str, JobState] = {}
+for _s, _code in _SHORT.items():
+    _PARSE[_s.value] = _s
+    _PARSE[_code] = _s
+    _PARSE[_code.lower()] = _s
+
+ORDERED_STATES = list(JobState)  # enum order is 0.4.13's order (gqueue -r state)
+FINAL_STATES = frozenset({JobState.FINISHED, JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT})
+ACTIVE_STATES = frozenset({JobState.QUEUED, JobState.HOLD, JobState.RUNNING})
+
+# The allowed-transitions table (spec/scheduler.md §2.3); everything else is refused.
+ALLOWED_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.HOLD, JobState.CANCELLED}),
+    JobState.HOLD: frozenset({JobState.QUEUED, JobState.CANCELLED}),
+    JobState.RUNNING: frozenset({JobState.FINISHED, JobState.FAILED, JobState.CANCELLED,
+                                 JobState.TIMEOUT}),
+    JobState.FINISHED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+    JobState.TIMEOUT: frozenset(),
+}
+
+
+def can_transition(src: JobState, dst: JobState) -> bool:
+    return dst in ALLOWED_TRANSITIONS[src]
+
+
+class ReservationStatus(str, enum.Enum):
+    PENDING = "Pending"
+    ACTIVE = "Active"
+    COMPLETED = "Completed"
+    CANCELLED = "Cancelled"
+
+
+# --- primitive wire encodings -------------------------------------------------------
+
+def time_to_wire(t: Optional[float]) -> Optional[dict]:
+    if t is None:
+        return None
+    secs = math.floor(t)
+    nanos = min(int(round((t - secs) * 1e9)), 999_999_999)
+    return {"secs_since_epoch": secs, "nanos_since_epoch": nanos}
+
+
+def duration_to_wire(d: Optional[float]) -> Optional[dict]:
+    if d is None:
+        return None
+    secs = math.floor(d)
+    return {"secs": secs, "nanos": min(int(round((d - secs) * 1e9)), 999_999_999)}
+
+
+def _uint(value: Any, name: str, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > maximum:
+        raise ValueError(f"{name}: expected an integer in 0..={maximum}, got {value!r}")
+    return value
+
+
+def _pair(value: Any, name: str, k_secs: str, k_nanos: str) -> float:
+    if isinstance(value, list) and len(value) == 2:
+        secs, nanos = value
+    elif isinstance(value, dict):
+        for key in (k_secs, k_nanos):
+            if key not in value:
+                raise ValueError(f"{name}: missing field `{key}`")
+        secs, nanos = value[k_secs], value[k_nanos]
+    else:
+        raise ValueError(f"{name}: expected {{{k_secs!r}, {k_nanos!r}}}, got {value!r}")
+    return _uint(secs, name, 2**64 - 1) + _uint(nanos, name, 999_999_999) / 1e9
+
+
+def time_from_wire(value: Any, name: str = "time") -> Optional[float]:
+    if value is None:
+        return None
+    return _pair(value, name, "secs_since_epoch", "nanos_since_epoch")
+
+
+def duration_from_wire(value: Any, name: str = "duration") -> Optional[float]:
+    if value is None:
+        return None
+    return _pair(value, name, "secs", "nanos")
+
+
+def reason_is_valid(reason: Any) -> bool:
+    """True for the JobStateReason encodings 0.4.13's clients accept."""
+    if reason is None:
+        return True
+    if isinstance(reason, str):
+        return reason in ("CancelledByUser", "JobHeldUser", "WaitingForDependency",
+                          "WaitingForResources")
+    if isinstance(reason, dict) and len(reason) == 1:
+        (key, val), = reason.items()
+        if key == "DependencyFailed":
+            return isinstance(val, int) and not isinstance(val, bool) and val >= 0
+        if key == "SystemError":
+            return isinstance(val, str)
+    return False
+
+
+def reason_display(reason: Any) -> Optional[str]:
+    """0.4.13's Display form: `CancelledByUser`, `DependencyFailed:5`, `Resources`."""
+    if reason is None:
+        return None
+    if isinstance(reason, str):
+        return {"WaitingForDependency": "Dependency", "WaitingForResources": "Resources"}.get(
+            reason, reason)
+    (key, val), = reason.items()
+    return f"{key}:{val}"
+
+
+# --- the Job -------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Job:
+    """One job: 0.4.13's thirty wire fields in wire order, then our additions."""
+
+    id: int = 0
+    script: Optional[str] = None
+    command: Optional[str] = None
+    gpus: int = 0
+    conda_env: Optional[str] = None
+    run_dir: str = "."
+    priority: int = 10
+    depends_on: Optional[int] = None
+    depends_on_ids: list = field(default_factory=list)
+    dependency_mode: Optional[str] = None          # "All" | "Any" | None (= All)
+    auto_cancel_on_dependency_failure: bool = False
+    task_id: Optional[int] = None
+    gpu_sharing_mode: str = "Exclusive"             # "Exclusive" | "Shared"
+    gpu_memory_limit_mb: Optional[int] = None
+    time_limit: Optional[float] = None              # seconds
+    memory_limit_mb: Optional[int] = None
+    submitted_by: str = "unknown"
+    redone_from: Optional[int] = None
+    auto_close_tmux: bool = False
+    parameters: dict = field(default_factory=dict)
+    group_id: Optional[str] = None
+    max_concurrent: Optional[int] = None
+    run_name: Optional[str] = None
+    project: Optional[str] = None
+    state: JobState = JobState.QUEUED
+    gpu_ids: Optional[list] = None
+    submitted_at: Optional[float] = None
+    started_at: Optional[float] = None
+    finished_at: Optional[float] = None
+    reason: Any = None
+    # Our additions (DESIGN.md §2b): extra keys 0.4.13's clients ignore.
+    exit_code: Optional[int] = None
+    reason_detail: Optional[str] = None
+    env: Optional[dict] = None
+
+    def all_dependencies(self) -> list[int]:
+        """`depends_on_ids` plus the legacy `depends_on` when it is not already listed."""
+        deps = list(self.depends_on_ids)
+        if self.depends_on is not None and self.depends_on not in deps:
+            deps.append(self.depends_on)
+        return deps
+
+    @property
+    def is_shared(self) -> bool:
+        return self.gpu_sharing_mode == "Shared"
+
+    def copy(self) -> "Job":
+        clone = Job(**{f.name: getattr(self, f.name) for f in fields(Job)})
+        clone.depends_on_ids = list(self.depends_on_ids)
+        clone.parameters = dict(self.parameters)
+        clone.gpu_ids = None if self.gpu_ids is None else list(self.gpu_ids)
+        clone.env = None if self.env is None else dict(self.env)
+        return clone
+
+
+WIRE_KEYS = (
+    "id", "script", "command", "gpus", "conda_env", "run_dir", "priority", "depends_on",
+    "depends_on_ids", "dependency_mode", "auto_cancel_on_dependency_failure", "task_id",
+    "gpu_sharing_mode", "gpu_memory_limit_mb", "time_limit", "memory_limit_mb",
+    "submitted_by", "redone_from", "auto_close_tmux", "parameters", "group_id",
+    "max_concurrent", "run_name", "project", "state", "gpu_ids", "submitted_at",
+    "started_at", "finished_at", "reason",
+)
+EXTRA_KEYS = ("exit_code", "reason_detail")
+_TIME_KEYS = ("submitted_at", "started_at", "finished_at")
+
+
+def job_to_wire(job: Job, *, with_env: bool = False) -> dict:
+    """The Job JSON of spec/api.md §3 (all 30 keys, in order) plus our extra keys.
+
+    `env` is only included on request: it can be kilobytes per job and has no place in
+    job listings.
+    """
+    out = {
+        "id": job.id, "script": job.script, "command": job.command, "gpus": job.gpus,
+        "conda_env": job.conda_env, "run_dir": job.run_dir, "priority": job.priority,
+        "depends_on": job.depends_on, "depends_on_ids": list(job.depends_on_ids),
+        "dependency_mode": job.dependency_mode,
+        "auto_cancel_on_dependency_failure": job.auto_cancel_on_dependency_failure,
+        "task_id": job.task_id, "gpu_sharing_mode": job.gpu_sharing_mode,
+        "gpu_memory_limit_mb": job.gpu_memory_limit_mb,
+        "time_limit": duration_to_wire(job.time_limit),
+        "memory_limit_mb": job.memory_limit_mb, "submitted_by": job.submitted_by,
+        "redone_from": job.redone_from, "auto_close_tmux": job.auto_close_tmux,
+        "parameters": dict(job.parameters), "group_id": job.group_id,
+        "max_concurrent": job.max_concurrent, "run_name": job.run_name,
+        "project": job.project, "state": job.state.value,
+        "gpu_ids": None if job.gpu_ids is None else list(job.gpu_ids),
+        "submitted_at": time_to_wire(job.submitted_at),
+        "started_at": time_to_wire(job.started_at),
+        "finished_at": time_to_wire(job.finished_at),
+        "reason": job.reason,
+        "exit_code": job.exit_code, "reason_detail": job.reason_detail,
+    }
+    if with_env:
+        out["env"] = job.env
+    return out
+
+
+_U32 = 2**32 - 1
+_U64 = 2**64 - 1
+
+
+def _opt(value, check):
+    return None if value is None else check(value)
+
+
+def _str(name):
+    def check(v):
+        if not isinstance(v, str):
+            raise ValueError(f"{name}: expected a string, got {v!r}")
+        return v
+    return check
+
+
+def _bool(name):
+    def check(v):
+        if not isinstance(v, bool):
+            raise ValueError(f"{name}: expected a boolean, got {v!r}")
+        return v
+    return check
+
+
+def _u(name, maximum):
+    return lambda v: _uint(v, name, maximum)
+
+
+def _u32_list(name):
+    def check(v):
+        if not isinstance(v, list):
+            raise ValueError(f"{name}: expected a list of job ids, got {v!r}")
+        return [_uint(x, name, _U32) for x in v]
+    return check
+
+
+def _enum(name, allowed):
+    def check(v):
+        if v not in allowed:
+            raise ValueError(f"{name}: unknown variant {v!r}, expected one of "
+                             + ", ".join(f"`{a}`" for a in allowed))
+        return v
+    return check
+
+
+def _params(v):
+    if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(x, str)
+                                          for k, x in v.items()):
+        raise ValueError(f"parameters: expected a map of strings to strings, got {v!r}")
+    return dict(v)
+
+
+def _uuid(v):
+    import uuid as _uuid_mod  # only needed when a group id arrives
+    if not isinstance(v, str):
+        raise ValueError(f"group_id: expected a UUID string, got {v!r}")
+    try:
+        return str(_uuid_mod.UUID(v))
+    except ValueError:
+        raise ValueError(f"group_id: Invalid UUID string: {v}") from None
+
+
+def _reason(v):
+    if not reason_is_valid(v):
+        raise ValueError(f"reason: unknown variant {v!r}")
+    return v
+
+
+def _env(v):
+    if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(x, str)
+                                          for k, x in v.items()):
+        raise ValueError("env: expected a map of strings to strings")
+    return dict(v)
+
+
+# name -> (checker, allows null). Non-Option fields reject null as 0.4.13 does (422).
+_FIELD_CHECKS = {
+    "id": (_u("id", _U32), False),
+    "script": (_str("script"), True),
+    "command": (_str("command"), True),
+    "gpus": (_u("gpus", _U32), False),
+    "conda_env": (_str("conda_env"), True),
+    "run_dir": (_str("run_dir"), False),
+    "priority": (_u("priority", 255), False),
+    "depends_on": (_u("depends_on", _U32), True),
+    "depends_on_ids": (_u32_list("depends_on_ids"), False),
+    "dependency_mode": (_enum("dependency_mode", ("All", "Any")), True),
+    "auto_cancel_on_dependency_failure": (_bool("auto_cancel_on_dependency_failure"), False),
+    "task_id": (_u("task_id", _U32), True),
+    "gpu_sharing_mode": (_enum("gpu_sharing_mode", ("Exclusive", "Shared")), False),
+    "gpu_memory_limit_mb": (_u("gpu_memory_limit_mb", _U64), True),
+    "time_limit": (lambda v: duration_from_wire(v, "time_limit"), True),
+    "memory_limit_mb": (_u("memory_limit_mb", _U64), True),
+    "submitted_by": (_str("submitted_by"), False),
+    "redone_from": (_u("redone_from", _U32), True),
+    "auto_close_tmux": (_bool("auto_close_tmux"), False),
+    "parameters": (_params, False),
+    "group_id": (_uuid, True),
+    "max_concurrent": (_u("max_concurrent", _U64), True),
+    "run_name": (_str("run_name"), True),
+    "project": (_str("project"), True),
+    "state": (lambda v: JobState(_enum("state", [s.value for s in JobState])(v)), False),
+    "gpu_ids": (_u32_list("gpu_ids"), True),
+    "submitted_at": (lambda v: time_from_wire(v, "submitted_at"), True),
+    "started_at": (lambda v: time_from_wire(v, "started_at"), True),
+    "finished_at": (lambda v: time_from_wire(v, "finished_at"), True),
+    "reason": (_reason, True),
+    "exit_code": (lambda v: v if isinstance(v, int) and not isinstance(v, bool)
+                  else _str("exit_code")(v), True),
+    "reason_detail": (_str("reason_detail"), True),
+    "env": (_env, True),
+}
+
+
+def job_from_wire(data: Any) -> Job:
+    """Decode a Job JSON/msgpack map tolerantly (missing keys take defaults).
+
+    Raises ValueError naming the field when a present key has the wrong type, as
+    0.4.13 answers 422 for those.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a job object, got {type(data).__name__}")
+    kwargs = {}
+    for name, (check, nullable) in _FIELD_CHECKS.items():
+        if name not in data:
+            continue
+        value = data[name]
+        if value is None:
+            if not nullable:
+                raise ValueError(f"{name}: invalid type: null")
+            kwargs[name] = None
+        else:
+            kwargs[name] = check(value)
+    return Job(**kwargs)
+
+
+# --- reservations --------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Reservation:
+    id: int
+    user: str
+    gpu_spec: dict                  # {"count": n} or {"indices": [..]}
+    start_time: float
+    duration: float                 # seconds
+    status: ReservationStatus = ReservationStatus.PENDING
+    created_at: float = 0.0
+    cancelled_at: Optional[float] = None
+
+    @property
+    def end_time(self) -> float:
+        return self.start_time + self.duration
+
+
+def reservation_to_wire(r: Reservation) -> dict:
+    return {
+        "id": r.id, "user": r.user, "gpu_spec": r.gpu_spec,
+        "start_time": time_to_wire(r.start_time), "duration": duration_to_wire(r.duration),
+        "status": r.status.value, "created_at": time_to_wire(r.created_at),
+        "cancelled_at": time_to_wire(r.cancelled_at),
+    }
+
+
+def reservation_from_wire(d: dict) -> Reservation:
+    return Reservation(
+        id=d["id"], user=d["user"], gpu_spec=dict(d["gpu_spec"]),
+        start_time=time_from_wire(d["start_time"], "start_time"),
+        duration=duration_from_wire(d["duration"], "duration"),
+        status=ReservationStatus(d["status"]),
+        created_at=time_from_wire(d["created_at"], "created_at"),
+        cancelled_at=time_from_wire(d.get("cancelled_at"), "cancelled_at"),
+    )
