@@ -1,0 +1,53 @@
+"""The API worker: serves the Flask app with waitress on the socket the master holds."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+from gflow.ipc import RequestClient
+from gflow.workerproc import WorkerContext, setup_worker, stop_event_on
+
+log = logging.getLogger("gflow.api")
+
+DRAIN_SECS = 5.0
+
+
+def main(ctx: WorkerContext, listen_socket: socket.socket) -> None:
+    setup_worker("api", ctx)
+    from waitress.server import create_server
+
+    from gflow.api.app import create_app
+    bridge = RequestClient(ctx.address, ctx.authkey, "api")
+    app = create_app(bridge, max_body_bytes=ctx.config.api.max_body_bytes)
+    server = create_server(app, sockets=[listen_socket], threads=ctx.config.api.threads,
+                           channel_timeout=120, connection_limit=1000, ident="gflowd",
+                           backlog=1024)
+    stop = stop_event_on()
+
+    def drain_and_exit() -> None:
+        # Stop accepting (a sibling worker sharing the socket takes new connections
+        # during a reload), let requests in flight finish, then go.
+        stop.wait()
+        server.accepting = False
+        try:
+            server.del_channel()
+        except Exception:  # the listener may already be gone
+            pass
+        deadline = time.monotonic() + DRAIN_SECS
+        while time.monotonic() < deadline:
+            busy = [ch for ch in list(server._map.values())
+                    if ch is not server and getattr(ch, "requests", None)]
+            if not busy:
+                break
+            time.sleep(0.05)
+        log.info("api stopped (pid %d)", os.getpid())
+        logging.shutdown()
+        os._exit(0)
+
+    threading.Thread(target=drain_and_exit, daemon=True, name="drain").start()
+    log.info("api serving on %s:%s (pid %d)", *listen_socket.getsockname()[:2], os.getpid())
+    server.run()

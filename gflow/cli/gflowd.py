@@ -1,0 +1,326 @@
+"""`gflowd`: start, stop, reload and inspect the daemon (`up --foreground` runs the master)."""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Optional
+
+from gflow import __version__
+from gflow.cli.common import CommandError, guarded
+from gflow.client import Client, ConnectionFailed
+from gflow.errors import ConfigError, ParseError
+
+START_TIMEOUT_SECS = 30.0
+STOP_TIMEOUT_SECS = 60.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gflowd", description="The gflow daemon.")
+    p.add_argument("-c", "--config", metavar="PATH", help="config file")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    p.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
+    p.add_argument("--cleanup", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("-V", "--version", action="version", version=f"gflowd {__version__}")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
+    for names, text in ((["up", "start"], "start the daemon"),
+                        (["restart"], "stop, then start the daemon"),
+                        (["reload"], "replace the workers without closing the port")):
+        sp = sub.add_parser(names[0], aliases=names[1:], help=text)
+        sp.add_argument("--gpus", metavar="INDICES", help="GPUs the scheduler may use: 0,2 or 0-3")
+        sp.add_argument("--gpu-allocation-strategy", choices=["sequential", "random"],
+                        type=str.lower, metavar="STRATEGY", help="sequential or random")
+        sp.add_argument("--gpu-poll-interval-secs", type=float, metavar="SECS",
+                        help="how often NVML is polled")
+        if names[0] == "up":
+            sp.add_argument("--foreground", action="store_true",
+                            help="run in the foreground (for systemd)")
+    sub.add_parser("down", aliases=["stop"], help="stop the daemon (jobs keep running)")
+    sub.add_parser("status", help="is the daemon running?")
+    return p
+
+
+def log_level(args) -> int:
+    import logging
+    levels = [logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG]
+    return levels[max(0, min(3, 2 + args.verbose - args.quiet))]
+
+
+def overrides_from(args) -> dict:
+    out: dict = {}
+    if getattr(args, "gpus", None):
+        from gflow.parsing import parse_gpu_spec
+        try:
+            out["daemon.gpus"] = parse_gpu_spec(args.gpus)
+        except ParseError as exc:
+            raise CommandError(f"Error: --gpus: {exc}") from None
+    if getattr(args, "gpu_allocation_strategy", None):
+        out["daemon.gpu_allocation_strategy"] = args.gpu_allocation_strategy
+    if getattr(args, "gpu_poll_interval_secs", None) is not None:
+        out["daemon.gpu_poll_interval_secs"] = args.gpu_poll_interval_secs
+    return out
+
+
+def load(args, overrides: Optional[dict] = None):
+    from gflow.config import load_config
+    try:
+        config = load_config(args.config, overrides=overrides or None)
+    except ConfigError as exc:
+        raise CommandError(f"gflowd: error: {exc}") from None
+    for warning in config.warnings:
+        print(f"Warning: {warning}", file=sys.stderr)
+    return config
+
+
+def paths():
+    from gflow.paths import Paths
+    return Paths.from_env()
+
+
+def running_pid(lock_file) -> Optional[int]:
+    """The master's pid if one holds the lock, else None (a stale file is not a daemon)."""
+    try:
+        fd = os.open(lock_file, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        try:
+            info = json.loads(os.pread(fd, 4096, 0) or b"null") or {}
+        except ValueError:
+            info = {}
+        return int(info.get("pid", 0)) or -1
+    finally:
+        os.close(fd)
+    return None
+
+
+def lock_info(lock_file) -> dict:
+    try:
+        with open(lock_file) as f:
+            return json.loads(f.read() or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def health(config) -> tuple[Optional[int], Optional[dict]]:
+    client = Client(config.daemon.host, config.daemon.port, timeout=5)
+    try:
+        status, body = client.health()
+    except ConnectionFailed:
+        return None, None
+    finally:
+        client.close()
+    return status, body if isinstance(body, dict) else None
+
+
+def rotate_log(path, max_bytes: int, backups: int) -> None:
+    try:
+        if os.path.getsize(path) < max_bytes:
+            return
+    except OSError:
+        return
+    for n in range(backups - 1, 0, -1):
+        src, dst = f"{path}.{n}", f"{path}.{n + 1}"
+        if os.path.exists(src):
+            os.replace(src, dst)
+    os.replace(path, f"{path}.1")
+
+
+def last_error_line(path, offset: int) -> Optional[str]:
+    try:
+        with open(path, errors="replace") as f:
+            f.seek(offset)
+            lines = [l.strip() for l in f if l.strip()]
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if "error:" in line.lower() or "Traceback" in line or "CRITICAL" in line:
+            return line
+    return lines[-1] if lines else None
+
+
+def cmd_up(args) -> int:
+    overrides = overrides_from(args)
+    config = load(args, overrides)
+    p = paths()
+    if args.foreground:
+        return run_foreground(args, config, overrides)
+    pid = running_pid(p.lock_file)
+    if pid is not None:
+        status, _ = health(config)
+        if status == 200:
+            print(f"gflowd is already running (pid {pid}).")
+            return 0
+        raise CommandError(f"gflowd (pid {pid}) holds {p.lock_file} but does not answer on "
+                           f"{config.daemon.host}:{config.daemon.port}. "
+                           "Use `gflowd down` or `gflowd restart`.")
+    try:
+        os.makedirs(p.logs_dir, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise CommandError(f"gflowd: error: cannot create {p.logs_dir} ({exc.strerror}): fix "
+                           "its permissions or set XDG_DATA_HOME") from None
+    rotate_log(p.daemon_log, config.logging.max_bytes, config.logging.backups)
+    log_fd = os.open(p.daemon_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    offset = os.lseek(log_fd, 0, os.SEEK_END)
+    cmd = [sys.executable, "-m", "gflow.cli.gflowd"]
+    if args.config:
+        cmd += ["--config", os.path.abspath(args.config)]
+    cmd += ["-v"] * args.verbose + ["-q"] * args.quiet + ["up", "--foreground"]
+    if args.gpus:
+        cmd += ["--gpus", args.gpus]
+    if args.gpu_allocation_strategy:
+        cmd += ["--gpu-allocation-strategy", args.gpu_allocation_strategy]
+    if args.gpu_poll_interval_secs is not None:
+        cmd += ["--gpu-poll-interval-secs", str(args.gpu_poll_interval_secs)]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
+                            start_new_session=True, close_fds=True, cwd="/")
+    os.close(log_fd)
+    deadline = time.monotonic() + START_TIMEOUT_SECS
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            line = last_error_line(p.daemon_log, offset) or f"exit status {proc.returncode}"
+            raise CommandError(line if "error" in line.lower() else f"gflowd: error: {line}")
+        status, body = health(config)
+        if status == 200 and body and body.get("pid") == proc.pid:
+            print(f"gflowd started (pid {proc.pid}, http://{config.daemon.host}:"
+                  f"{config.daemon.port}).")
+            return 0
+        time.sleep(0.05)
+    raise CommandError(f"gflowd did not become healthy within {START_TIMEOUT_SECS:.0f}s; "
+                       f"see {p.daemon_log}")
+
+
+def run_foreground(args, config, overrides) -> int:
+    import logging
+
+    from gflow.daemon.master import Master, StartupError, configure_logging
+    configure_logging(log_level(args))
+    env = dict(os.environ)
+    if args.config:
+        env["GFLOW_CONFIG_PATH"] = os.path.abspath(args.config)
+    master = Master(config, env, log_level=log_level(args),
+                    gpus_from_cli="daemon.gpus" in overrides)
+    master.overrides = overrides
+    try:
+        return master.run()
+    except StartupError as exc:
+        logging.getLogger("gflow.master").error("%s", exc)
+        print(f"gflowd: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+        if running_pid(paths().lock_file) is None:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def cmd_down(args) -> int:
+    pid = running_pid(paths().lock_file)
+    if pid is None:
+        print("gflowd is not running.")
+        return 0
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        print("gflowd stopped.")
+        return 0
+    if not wait_gone(pid, STOP_TIMEOUT_SECS):
+        raise CommandError(f"gflowd (pid {pid}) did not stop within {STOP_TIMEOUT_SECS:.0f}s")
+    print("gflowd stopped.")
+    return 0
+
+
+def cmd_status(args) -> int:
+    config = load(args)
+    p = paths()
+    pid = running_pid(p.lock_file)
+    if pid is None:
+        print("Status: Not running")
+        print("The gflowd daemon is not running.")
+        return 0
+    status, body = health(config)
+    if status is None:
+        print("Status: Unhealthy")
+        print(f"gflowd (pid {pid}) holds the lock but does not answer on "
+              f"{config.daemon.host}:{config.daemon.port}.", file=sys.stderr)
+        return 1
+    if status != 200:
+        print("Status: Unhealthy")
+        print("The gflowd daemon responded to the health check but is not healthy.",
+              file=sys.stderr)
+        return 1
+    body = body or {}
+    uptime = int(body.get("uptime_secs") or 0)
+    print("Status: Running")
+    print(f"PID: {body.get('pid', pid)}")
+    print(f"Uptime: {uptime // 3600:02d}:{uptime % 3600 // 60:02d}:{uptime % 60:02d}")
+    print(f"Version: {body.get('version', '?')}")
+    print(f"GPUs: {body.get('gpus', 0)} ({body.get('gpu_source', '?')})")
+    print(f"Listening: http://{config.daemon.host}:{config.daemon.port}")
+    if body.get("status") == "recovery":
+        print(f"Mode: recovery ({body.get('detail')})")
+    return 0
+
+
+def cmd_reload(args) -> int:
+    config = load(args, overrides_from(args))
+    p = paths()
+    pid = running_pid(p.lock_file)
+    if pid is None:
+        raise CommandError("gflowd is not running; start it with `gflowd up`")
+    overrides = overrides_from(args)
+    if overrides:
+        path = p.data_dir / "reload-overrides.json"
+        with open(path, "w") as f:
+            json.dump(overrides, f)
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + START_TIMEOUT_SECS
+    time.sleep(0.2)
+    while time.monotonic() < deadline:
+        status, body = health(config)
+        if status == 200 and body and body.get("pid") == pid:
+            print("gflowd reloaded.")
+            return 0
+        time.sleep(0.1)
+    raise CommandError("gflowd did not answer after the reload; see the daemon log")
+
+
+@guarded
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    cmd = args.cmd
+    if cmd in ("up", "start"):
+        return cmd_up(args)
+    if cmd in ("down", "stop"):
+        return cmd_down(args)
+    if cmd == "restart":
+        cmd_down(args)
+        args.foreground = False
+        return cmd_up(args)
+    if cmd == "reload":
+        return cmd_reload(args)
+    if cmd == "status":
+        return cmd_status(args)
+    raise CommandError(f"unknown command {cmd}", code=2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

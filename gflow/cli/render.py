@@ -1,0 +1,136 @@
+"""Rendering shared by the commands: 0.4.13's tables, state codes, colours and job cells."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+import unicodedata
+from typing import Optional
+
+ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+STATE_SHORT = {"Queued": "PD", "Hold": "H", "Running": "R", "Finished": "CD", "Failed": "F",
+               "Cancelled": "CA", "Timeout": "TO"}
+STATE_STYLE = {
+    "Queued": "\x1b[3m{}\x1b[0m", "Hold": "\x1b[1m{}\x1b[0m",
+    "Running": "\x1b[1m\x1b[32m{}\x1b[39m\x1b[0m", "Finished": "\x1b[2m{}\x1b[0m",
+    "Failed": "\x1b[1m\x1b[31m{}\x1b[39m\x1b[0m", "Cancelled": "\x1b[9m{}\x1b[0m",
+    "Timeout": "\x1b[4m{}\x1b[0m",
+}
+
+
+def use_colour(stream=None) -> bool:
+    """Colour only on a terminal, and never with NO_COLOR set (0.4.13 always colours)."""
+    stream = stream or sys.stdout
+    if os.environ.get("NO_COLOR"):
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def styled_state(state: str, colour: bool) -> str:
+    code = STATE_SHORT.get(state, state)
+    return STATE_STYLE[state].format(code) if colour and state in STATE_STYLE else code
+
+
+def display_width(text: str) -> int:
+    text = ANSI_RE.sub("", text)
+    width = 0
+    for ch in text:
+        if unicodedata.combining(ch):
+            continue
+        width += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    return width
+
+
+def table(rows: list[list[str]], sep: str = "   ") -> str:
+    """tabled's Style::blank(): one space each side, cells left-aligned, `sep` between."""
+    if not rows:
+        return ""
+    widths = [0] * max(len(r) for r in rows)
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], display_width(cell))
+    lines = []
+    for row in rows:
+        cells = [cell + " " * (widths[i] - display_width(cell)) for i, cell in enumerate(row)]
+        lines.append(" " + sep.join(cells) + " ")
+    return "\n".join(lines)
+
+
+def hms(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(int(seconds), 0)
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def wire_time(value) -> Optional[float]:
+    if not value:
+        return None
+    if isinstance(value, list):
+        return value[0] + value[1] / 1e9
+    return value["secs_since_epoch"] + value["nanos_since_epoch"] / 1e9
+
+
+def wire_duration(value) -> Optional[float]:
+    if not value:
+        return None
+    if isinstance(value, list):
+        return value[0] + value[1] / 1e9
+    return value["secs"] + value["nanos"] / 1e9
+
+
+def runtime(job: dict, now: Optional[float] = None) -> Optional[float]:
+    started = wire_time(job.get("started_at"))
+    if started is None:
+        return None
+    finished = wire_time(job.get("finished_at"))
+    return (finished if finished is not None else (now or time.time())) - started
+
+
+def reason_display(reason) -> Optional[str]:
+    if reason is None:
+        return None
+    if isinstance(reason, str):
+        return {"WaitingForDependency": "Dependency",
+                "WaitingForResources": "Resources"}.get(reason, reason)
+    (key, val), = reason.items()
+    return f"{key}:{val}"
+
+
+def reason_text(job: dict) -> Optional[str]:
+    """The NODELIST(REASON) text without parentheses, or None where 0.4.13 shows `-`."""
+    state = job.get("state", "Queued")
+    stored = reason_display(job.get("reason"))
+    if stored is not None:
+        return None if stored == "CancelledByUser" else stored
+    if state == "Hold":
+        return "JobHeldUser"
+    if state == "Queued":
+        return "Dependency" if (job.get("depends_on_ids") or job.get("depends_on") is not None) \
+            else "Resources"
+    return None
+
+
+def nodelist_cell(job: dict) -> str:
+    state = job.get("state", "Queued")
+    if state == "Running":
+        return ",".join(str(i) for i in job.get("gpu_ids") or [])
+    if state in ("Queued", "Hold", "Cancelled"):
+        text = reason_text(job)
+        return f"({text})" if text else "-"
+    return "-"
+
+
+def format_memory(mb: Optional[int]) -> str:
+    if mb is None:
+        return "-"
+    if mb < 1024:
+        return f"{mb}M"
+    gb = mb / 1024
+    return f"{gb:.0f}G" if gb - int(gb) < 0.01 else f"{gb:.1f}G"

@@ -1,0 +1,316 @@
+"""The gflowd master: holds the lock and the port, starts the three workers and keeps them alive."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import replace
+from multiprocessing.connection import wait
+from typing import Callable, Optional
+
+from gflow import __version__
+from gflow.workerproc import LOG_FORMAT, WorkerContext, set_title
+
+log = logging.getLogger("gflow.master")
+
+WORKERS = ("scheduler", "launcher", "api")
+# supervisord's BACKOFF/FATAL idea: restart with growing delays, give up after a burst.
+BACKOFF_START = 0.5
+BACKOFF_MAX = 30.0
+FAILURE_WINDOW_SECS = 120.0
+MAX_FAILURES_IN_WINDOW = 6
+STOP_TIMEOUT_SECS = 15.0
+
+
+class StartupError(Exception):
+    """A problem that stops `gflowd up`, with the setting to change; printed as one line."""
+
+
+def channel_token(data_dir) -> str:
+    return hashlib.sha1(str(data_dir).encode()).hexdigest()[:16]
+
+
+def _worker_target(name: str) -> Callable:
+    if name == "scheduler":
+        from gflow.scheduler.service import main
+    elif name == "launcher":
+        from gflow.launcher.service import main
+    else:
+        from gflow.api.service import main
+    return main
+
+
+class LockFile:
+    """`gflowd.lock`: an exclusive flock plus the holder's pid, pgid and start time."""
+
+    def __init__(self, path):
+        self.path = path
+        self.fd: Optional[int] = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                holder = read_lock_info(self.path)
+                pid = holder.get("pid", "?") if holder else "?"
+                raise StartupError(f"gflowd is already running (pid {pid}) for "
+                                   f"{self.path.parent}") from None
+            raise
+        info = {"pid": os.getpid(), "pgid": os.getpgid(0), "started_at": time.time(),
+                "version": __version__}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        self.fd = fd
+
+    def update(self, **extra) -> None:
+        info = read_lock_info(self.path) or {}
+        info.update(extra)
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, json.dumps(info).encode(), 0)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def read_lock_info(path) -> Optional[dict]:
+    try:
+        with open(path) as f:
+            return json.loads(f.read() or "null")
+    except (OSError, ValueError):
+        return None
+
+
+def open_listener(host: str, port: int) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise StartupError(f"cannot resolve daemon host {host!r} ({exc.strerror}): "
+                           "set [daemon] host in gflow.toml or GFLOW_DAEMON_HOST") from None
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(f"port {port} on {host} is already in use: set [daemon] port "
+                               "in gflow.toml or GFLOW_DAEMON_PORT") from None
+        raise StartupError(f"cannot listen on {host}:{port} ({exc.strerror}): check "
+                           "[daemon] host and port") from None
+    sock.listen(1024)
+    sock.set_inheritable(False)
+    return sock
+
+
+def check_data_dir(paths) -> None:
+    try:
+        os.makedirs(paths.logs_dir, mode=0o700, exist_ok=True)
+        probe = paths.data_dir / f".write-test-{os.getpid()}"
+        with open(probe, "w"):
+            pass
+        os.unlink(probe)
+    except OSError as exc:
+        raise StartupError(f"state directory {paths.data_dir} is not writable ({exc.strerror}): "
+                           "fix its permissions or set XDG_DATA_HOME") from None
+
+
+class Worker:
+    def __init__(self, name: str):
+        self.name = name
+        self.process: Optional[multiprocessing.Process] = None
+        self.failures: list[float] = []
+        self.restart_at: Optional[float] = None
+        self.backoff = BACKOFF_START
+        self.stopping = False
+
+
+class Master:
+    def __init__(self, config, env: dict, *, log_level: int = logging.INFO,
+                 gpus_from_cli: bool = False):
+        from gflow.paths import Paths
+        self.config = config
+        self.env = env
+        self.paths = Paths.from_env(env)
+        self.log_level = log_level
+        self.gpus_from_cli = gpus_from_cli
+        self.mp = multiprocessing.get_context("spawn")
+        self.workers = {name: Worker(name) for name in WORKERS}
+        self.signals: list[int] = []
+        self.listener: Optional[socket.socket] = None
+        self.lock = LockFile(self.paths.lock_file)
+        self.ctx: Optional[WorkerContext] = None
+        self.overrides: Optional[dict] = None
+
+    # --- start-up -------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        check_data_dir(self.paths)
+        self.lock.acquire()
+        daemon = self.config.daemon
+        self.listener = open_listener(daemon.host, daemon.port)
+        port = self.listener.getsockname()[1]
+        self.lock.update(host=daemon.host, port=port)
+        if daemon.host not in ("localhost", "127.0.0.1", "::1"):
+            log.warning("listening on %s: every user who can reach it can submit and cancel "
+                        "jobs (there is no authentication)", daemon.host)
+        self.ctx = WorkerContext(
+            config=self.config, env=self.env,
+            address="\0gflowd-hub-" + channel_token(self.paths.data_dir),
+            authkey=os.urandom(32), log_level=self.log_level, gpus_from_cli=self.gpus_from_cli)
+
+    def spawn(self, worker: Worker) -> None:
+        args: tuple = (self.ctx,)
+        if worker.name == "api":
+            args = (self.ctx, self.listener)
+        proc = self.mp.Process(target=_worker_target(worker.name), args=args, name=worker.name,
+                               daemon=False)
+        proc.start()
+        worker.process = proc
+        worker.stopping = False
+        log.info("started %s worker pid=%d", worker.name, proc.pid)
+
+    # --- the loop -------------------------------------------------------------------
+
+    def _on_signal(self, signum, _frame) -> None:
+        self.signals.append(signum)
+
+    def run(self) -> int:
+        set_title("gflowd: master")
+        self.prepare()
+        rfd, wfd = os.pipe()
+        os.set_blocking(wfd, False)
+        signal.set_wakeup_fd(wfd)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+            signal.signal(sig, self._on_signal)
+        for name in WORKERS:
+            self.spawn(self.workers[name])
+        log.info("gflowd %s master pid=%d listening on %s:%s", __version__, os.getpid(),
+                 self.config.daemon.host, self.listener.getsockname()[1])
+        try:
+            while True:
+                sentinels = [w.process.sentinel for w in self.workers.values()
+                             if w.process is not None]
+                ready = wait(sentinels + [rfd], timeout=1.0)
+                if rfd in ready:
+                    try:
+                        os.read(rfd, 512)
+                    except BlockingIOError:
+                        pass
+                while self.signals:
+                    sig = self.signals.pop(0)
+                    if sig in (signal.SIGTERM, signal.SIGINT):
+                        log.info("received %s: stopping", signal.Signals(sig).name)
+                        return self.stop()
+                    self.reload()
+                if not self.supervise():
+                    return self.stop(code=1)
+        finally:
+            self.lock.release()
+
+    def supervise(self) -> bool:
+        """Restart dead workers with backoff; False once one keeps dying (FATAL)."""
+        now = time.monotonic()
+        for worker in self.workers.values():
+            proc = worker.process
+            if proc is not None and not proc.is_alive():
+                code = proc.exitcode
+                proc.join(0)
+                worker.process = None
+                worker.failures = [t for t in worker.failures if now - t < FAILURE_WINDOW_SECS]
+                worker.failures.append(now)
+                if len(worker.failures) > MAX_FAILURES_IN_WINDOW:
+                    log.critical("%s worker died %d times in %.0fs (last exit %s): giving up",
+                                 worker.name, len(worker.failures), FAILURE_WINDOW_SECS, code)
+                    return False
+                delay = 0 if len(worker.failures) == 1 else worker.backoff
+                worker.backoff = min(worker.backoff * 2, BACKOFF_MAX) if delay else BACKOFF_START
+                worker.restart_at = now + delay
+                log.error("%s worker exited (code %s); restarting in %.1fs", worker.name, code,
+                          delay)
+            if worker.process is None and worker.restart_at is not None \
+                    and now >= worker.restart_at:
+                worker.restart_at = None
+                self.spawn(worker)
+        return True
+
+    def stop_worker(self, worker: Worker, timeout: float = STOP_TIMEOUT_SECS) -> None:
+        proc = worker.process
+        if proc is None:
+            return
+        worker.stopping = True
+        if proc.is_alive():
+            proc.terminate()
+        proc.join(timeout)
+        if proc.is_alive():
+            log.error("%s worker did not stop in %.0fs: killing it", worker.name, timeout)
+            proc.kill()
+            proc.join(5)
+        worker.process = None
+
+    def stop(self, code: int = 0) -> int:
+        # API first (no new requests), then the launcher (jobs keep running under their
+        # monitors), the scheduler last so its final commit and snapshot see everything.
+        for name in ("api", "launcher", "scheduler"):
+            self.stop_worker(self.workers[name])
+        if self.listener is not None:
+            self.listener.close()
+        log.info("gflowd stopped")
+        return code
+
+    def reload(self) -> None:
+        """Zero-downtime reload: the port stays open; workers are replaced one by one."""
+        from gflow.config import load_config
+        extra_path = self.paths.data_dir / "reload-overrides.json"
+        try:
+            with open(extra_path) as f:
+                self.overrides = {**(self.overrides or {}), **json.load(f)}
+            os.unlink(extra_path)
+        except (OSError, ValueError):
+            pass
+        try:
+            self.config = load_config(self.env.get("GFLOW_CONFIG_PATH") or None, env=self.env,
+                                      overrides=self.overrides)
+            for warning in self.config.warnings:
+                log.warning("%s", warning)
+        except Exception as exc:  # a bad edit must not take the daemon down
+            log.error("reload: keeping the old configuration: %s", exc)
+            return
+        self.ctx = replace(self.ctx, config=self.config)
+        log.info("reloading workers")
+        # The scheduler and the launcher hold exclusive resources (the journal, the
+        # notification socket): stop the old one, then start the new one. Requests
+        # arriving meanwhile wait in the API's bridge until the new scheduler answers.
+        for name in ("scheduler", "launcher"):
+            worker = self.workers[name]
+            self.stop_worker(worker)
+            self.spawn(worker)
+        # Two API workers may share the listening socket: start the new one first.
+        api = self.workers["api"]
+        old = api.process
+        self.spawn(api)
+        if old is not None:
+            old.terminate()
+            old.join(STOP_TIMEOUT_SECS)
+            if old.is_alive():
+                old.kill()
+        log.info("reload complete")
+
+
+def configure_logging(level: int) -> None:
+    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
+    multiprocessing.current_process().name = "master"

@@ -1,0 +1,380 @@
+"""The launcher worker: starts jobs under monitors, re-adopts them, stops them, reports their ends."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import psutil
+
+from gflow.ipc import HubClient
+from gflow.workerproc import WorkerContext, setup_worker, stop_event_on
+
+log = logging.getLogger("gflow.launcher")
+
+PARAM_RE = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*)\}")
+POLL_SECS = 0.5
+# A monitor writes its pid file within milliseconds; give a slow machine ample time.
+MONITOR_START_GRACE_SECS = 15.0
+# Variables that describe the submitter's session, not the job: never copied into it.
+_SESSION_VARS = {"GFLOW_JOB_ID", "GFLOW_ARRAY_TASK_ID", "CUDA_VISIBLE_DEVICES",
+                 "CUDA_DEVICE_ORDER"}
+
+
+class LaunchError(Exception):
+    pass
+
+
+def substitute_parameters(command: str, parameters: dict) -> str:
+    missing = sorted({m for m in PARAM_RE.findall(command) if m not in parameters})
+    if missing:
+        raise LaunchError("missing parameter values: " + ", ".join(missing))
+    return PARAM_RE.sub(lambda m: parameters[m.group(1)], command)
+
+
+def build_argv(spec: dict) -> list[str]:
+    """How the job's process is started (shebang scripts directly, else through bash)."""
+    script = spec.get("script")
+    if script:
+        argv = ["bash", script]
+        try:
+            with open(script, "rb") as f:
+                shebang = f.read(2) == b"#!"
+            if shebang and os.access(script, os.X_OK):
+                argv = [script]
+        except OSError:
+            pass  # bash reports the missing file into the job's log
+    else:
+        command = spec.get("command") or ""
+        if spec.get("parameters"):
+            command = substitute_parameters(command, spec["parameters"])
+        argv = ["bash", "-c", command]
+    conda = spec.get("conda_env")
+    if conda:
+        activate = ('eval "$(conda shell.bash hook 2>/dev/null)" && conda activate "$1" '
+                    '|| { echo "gflow: conda activate $1 failed" >&2; exit 127; }; '
+                    'shift; exec "$@"')
+        argv = ["bash", "-c", activate, "gflow-conda", conda] + argv
+    return argv
+
+
+def build_env(spec: dict, base: dict) -> dict:
+    env = dict(spec["env"]) if spec.get("env") is not None else dict(base)
+    for key in _SESSION_VARS:
+        env.pop(key, None)
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in spec.get("gpu_ids") or ())
+    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+    env["GFLOW_ARRAY_TASK_ID"] = str(spec.get("task_id") or 0)
+    env["GFLOW_JOB_ID"] = str(spec["id"])
+    return env
+
+
+@dataclass
+class Tracked:
+    spec: dict
+    launched_at: float
+    popen: Optional[subprocess.Popen] = None
+    monitor_pid: Optional[int] = None
+    monitor_start: Optional[float] = None
+    job_pid: Optional[int] = None
+    pending_signal: Optional[tuple] = None         # (signame, grace) waiting for the pid file
+    kill_deadline: Optional[float] = None
+    tree: set = field(default_factory=set)          # every pid seen in the job's tree
+    reported: Optional[dict] = None                  # the exit info we sent
+
+
+class Launcher:
+    def __init__(self, paths, config, notify_address: str):
+        self.paths = paths
+        self.config = config
+        self.notify_address = notify_address
+        self.jobs: dict[int, Tracked] = {}
+        self.lock = threading.RLock()
+        self.channel: Optional[HubClient] = None
+        self.base_env = dict(os.environ)
+
+    # --- commands from the scheduler ----------------------------------------------
+
+    def on_message(self, msg) -> None:
+        kind = msg[0]
+        with self.lock:
+            if kind == "start":
+                self.start(msg[1])
+            elif kind == "adopt":
+                self.adopt(msg[1])
+            elif kind == "signal":
+                self.signal(msg[1], msg[2], msg[3])
+            elif kind == "forget":
+                self.forget(msg[1])
+
+    def _files(self, job_id: int) -> dict:
+        logs = self.paths.logs_dir
+        return {"log_path": str(self.paths.job_log(job_id)),
+                "status_path": str(self.paths.job_status(job_id)),
+                "pid_path": str(self.paths.job_pidfile(job_id)),
+                "spec_path": str(logs / f"{job_id}.spec.json")}
+
+    def start(self, spec: dict) -> None:
+        job_id = spec["id"]
+        if job_id in self.jobs:
+            return
+        files = self._files(job_id)
+        tracked = Tracked(spec=spec, launched_at=time.time())
+        self.jobs[job_id] = tracked
+        try:
+            os.makedirs(self.paths.logs_dir, mode=0o700, exist_ok=True)
+            argv = build_argv(spec)
+            monitor_spec = {
+                "id": job_id, "argv": argv, "cwd": spec.get("run_dir") or "/",
+                "env": build_env(spec, self.base_env), "notify": self.notify_address, **files}
+            tmp = files["spec_path"] + ".tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(monitor_spec, f)
+            os.rename(tmp, files["spec_path"])
+            tracked.popen = subprocess.Popen(
+                [sys.executable, "-m", "gflow.launcher.monitor", files["spec_path"]],
+                start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, close_fds=True)
+            tracked.monitor_pid = tracked.popen.pid
+            log.info("job %d started monitor=%d gpus=%s", job_id, tracked.monitor_pid,
+                     ",".join(map(str, spec.get("gpu_ids") or ())) or "-")
+        except (LaunchError, OSError) as exc:
+            log.error("job %d could not be started: %s", job_id, exc)
+            self.report(job_id, {"exit_code": None, "detail": f"could not start: {exc}",
+                                 "finished_at": time.time()})
+
+    def adopt(self, specs: list) -> None:
+        """After a (re)start: every job the scheduler thinks has a process."""
+        wanted = {s["id"] for s in specs}
+        for spec in specs:
+            job_id = spec["id"]
+            if job_id in self.jobs:
+                if self.jobs[job_id].reported:
+                    self.send(("exited", job_id, self.jobs[job_id].reported))
+                continue
+            files = self._files(job_id)
+            if not os.path.exists(files["spec_path"]):
+                self.start(spec)            # never launched (the daemon stopped first)
+                continue
+            tracked = Tracked(spec=spec, launched_at=_mtime(files["spec_path"]))
+            self.jobs[job_id] = tracked
+            self._load_pidfile(job_id, tracked)
+            log.info("job %d adopted monitor=%s job_pid=%s", job_id, tracked.monitor_pid,
+                     tracked.job_pid)
+        for job_id in list(self.jobs):
+            if job_id not in wanted and self.jobs[job_id].reported:
+                del self.jobs[job_id]
+        self.check_all()
+
+    def _load_pidfile(self, job_id: int, tracked: Tracked) -> bool:
+        try:
+            with open(self._files(job_id)["pid_path"]) as f:
+                info = json.load(f)
+        except (OSError, ValueError):
+            return False
+        tracked.monitor_pid = info.get("monitor_pid")
+        tracked.monitor_start = info.get("monitor_start")
+        tracked.job_pid = info.get("job_pid")
+        if tracked.job_pid:
+            tracked.tree.add(tracked.job_pid)
+        return True
+
+    def forget(self, job_id: int) -> None:
+        tracked = self.jobs.pop(job_id, None)
+        if tracked and tracked.popen is not None:
+            tracked.popen.poll()
+
+    def signal(self, job_id: int, signame: str, grace: float) -> None:
+        tracked = self.jobs.get(job_id)
+        if tracked is None:
+            return
+        if tracked.job_pid is None and not self._load_pidfile(job_id, tracked):
+            tracked.pending_signal = (signame, grace)
+            return
+        sig = getattr(signal, signame)
+        self._collect_tree(tracked)
+        try:
+            os.killpg(tracked.job_pid, sig)
+        except ProcessLookupError:
+            pass
+        except PermissionError as exc:
+            log.error("job %d: cannot signal: %s", job_id, exc)
+        tracked.kill_deadline = time.time() + grace
+        log.info("job %d sent %s, SIGKILL in %.0fs", job_id, signame, grace)
+
+    # --- supervision ------------------------------------------------------------------
+
+    def _collect_tree(self, tracked: Tracked) -> None:
+        """Remember every descendant now, so children that leave the group die too."""
+        if tracked.job_pid is None:
+            return
+        try:
+            root = psutil.Process(tracked.job_pid)
+            tracked.tree.update(p.pid for p in root.children(recursive=True))
+        except psutil.Error:
+            pass
+
+    def _kill_tree(self, tracked: Tracked) -> None:
+        self._collect_tree(tracked)
+        try:
+            os.killpg(tracked.job_pid, signal.SIGKILL)
+        except OSError:
+            pass
+        for pid in tracked.tree:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def monitor_alive(self, tracked: Tracked) -> bool:
+        if tracked.popen is not None:
+            return tracked.popen.poll() is None
+        if tracked.monitor_pid is None:
+            return False
+        try:
+            proc = psutil.Process(tracked.monitor_pid)
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return False
+            if tracked.monitor_start is not None and abs(
+                    proc.create_time() - tracked.monitor_start) > 1.0:
+                return False  # the pid was reused by an unrelated process
+            return True
+        except psutil.Error:
+            return False
+
+    def check(self, job_id: int) -> None:
+        tracked = self.jobs.get(job_id)
+        if tracked is None or tracked.reported:
+            return
+        if tracked.job_pid is None:
+            self._load_pidfile(job_id, tracked)
+        if tracked.pending_signal and tracked.job_pid is not None:
+            signame, grace = tracked.pending_signal
+            tracked.pending_signal = None
+            self.signal(job_id, signame, grace)
+        status = _read_json(self._files(job_id)["status_path"])
+        if status is not None:
+            if tracked.kill_deadline is not None:
+                self._kill_tree(tracked)  # leftovers of a stopped job die with it
+            self.report(job_id, status)
+            return
+        now = time.time()
+        if tracked.kill_deadline is not None and now >= tracked.kill_deadline:
+            log.warning("job %d ignored its stop signal: SIGKILL to its tree", job_id)
+            self._kill_tree(tracked)
+            tracked.kill_deadline = now + 5.0
+        if not self.monitor_alive(tracked):
+            status = _read_json(self._files(job_id)["status_path"])  # it may just have ended
+            if status is not None:
+                self.report(job_id, status)
+            elif tracked.monitor_pid is None and now - tracked.launched_at < MONITOR_START_GRACE_SECS:
+                pass
+            else:
+                self.report(job_id, {"exit_code": None, "finished_at": now,
+                                     "detail": "the job's monitor vanished without "
+                                               "recording an exit status"})
+        elif tracked.spec.get("memory_limit_mb") and tracked.job_pid:
+            self._check_memory(job_id, tracked)
+
+    def _check_memory(self, job_id: int, tracked: Tracked) -> None:
+        limit = tracked.spec["memory_limit_mb"]
+        rss = 0
+        try:
+            root = psutil.Process(tracked.job_pid)
+            procs = [root] + root.children(recursive=True)
+        except psutil.Error:
+            return
+        for p in procs:
+            try:
+                rss += p.memory_info().rss
+            except psutil.Error:
+                pass
+        rss_mb = rss // (1024 * 1024)
+        if rss_mb > limit and tracked.kill_deadline is None:
+            log.warning("job %d uses %d MB, over its %d MB limit: killing it", job_id, rss_mb,
+                        limit)
+            self._kill_tree(tracked)
+            tracked.kill_deadline = time.time() + 5.0
+            tracked.spec["memory_detail"] = (f"killed: memory {rss_mb} MB over the "
+                                             f"{limit} MB limit")
+
+    def check_all(self) -> None:
+        for job_id in list(self.jobs):
+            self.check(job_id)
+
+    def report(self, job_id: int, info: dict) -> None:
+        tracked = self.jobs.get(job_id)
+        if tracked is not None:
+            if tracked.spec.get("memory_detail"):
+                info = dict(info, detail=tracked.spec["memory_detail"])
+            tracked.reported = info
+        self.send(("exited", job_id, info))
+
+    def send(self, msg) -> None:
+        if self.channel is not None:
+            self.channel.send(msg)
+
+    # --- the notification socket ----------------------------------------------------
+
+    def serve_notifications(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                data = sock.recv(64)
+            except OSError:
+                return
+            try:
+                job_id = int(data)
+            except ValueError:
+                continue
+            with self.lock:
+                self.check(job_id)
+
+
+def _read_json(path: str) -> Optional[dict]:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.path.getmtime(path)
+    except OSError:
+        return time.time()
+
+
+def notify_address(data_dir) -> str:
+    import hashlib
+    digest = hashlib.sha1(str(data_dir).encode()).hexdigest()[:16]
+    return "\0gflowd-notify-" + digest
+
+
+def main(ctx: WorkerContext) -> None:
+    setup_worker("launcher", ctx)
+    stop = stop_event_on()
+    paths = ctx.paths
+    address = notify_address(paths.data_dir)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(address.encode("latin-1"))
+    launcher = Launcher(paths, ctx.config, address)
+    threading.Thread(target=launcher.serve_notifications, args=(sock,), daemon=True,
+                     name="notify").start()
+    launcher.channel = HubClient(ctx.address, ctx.authkey, "launcher", launcher.on_message)
+    while not stop.wait(POLL_SECS):
+        with launcher.lock:
+            launcher.check_all()
+    launcher.channel.close()
+    log.info("launcher stopped; running jobs continue under their monitors")

@@ -1,0 +1,664 @@
+"""The scheduler's state machine: the one owner and writer of jobs, reservations and the GPU view.
+
+`SchedulerCore` has no sockets and no threads and reads time only through the `clock`
+it is given, so tests drive it directly. The worker loop (`service.py`) feeds it
+requests and launcher events, commits the journal once per batch (group commit), and
+only then sends the replies and the launcher commands the batch produced.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from gflow import __version__
+from gflow.errors import StoreError
+from gflow.models import (
+    ACTIVE_STATES, FINAL_STATES, Job, JobState, Reservation, ReservationStatus,
+    can_transition, duration_from_wire, job_from_wire, job_to_wire, reservation_from_wire,
+    reservation_to_wire,
+)
+from gflow.scheduler import policy
+
+log = logging.getLogger("gflow.scheduler")
+
+MAX_BATCH = 1000
+MAX_PROJECT_LEN = 64
+
+# Which HTTP action moves a job to which state.
+ACTION_TARGET = {
+    "finish": JobState.FINISHED, "fail": JobState.FAILED, "cancel": JobState.CANCELLED,
+    "hold": JobState.HOLD, "release": JobState.QUEUED,
+}
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class Reply(tuple):
+    """(status, body) where body is JSON-able, raw bytes (already JSON) or None."""
+
+    def __new__(cls, status: int, body: Any = None):
+        return super().__new__(cls, (status, body))
+
+
+def error(status: int, message: str, **extra) -> Reply:
+    return Reply(status, {"error": message, **extra})
+
+
+@dataclass
+class Event:
+    """One real transition or change, for webhooks, the event stream and metrics."""
+    kind: str
+    at: float
+    job_id: Optional[int] = None
+    data: dict = field(default_factory=dict)
+
+
+class SchedulerCore:
+    def __init__(self, *, store, gpu_inventory, config, paths,
+                 clock: Callable[[], float] = time.time,
+                 total_memory_mb: Optional[int] = None,
+                 rng: Optional[random.Random] = None):
+        self.store = store
+        self.gpu_inventory = gpu_inventory
+        self.config = config
+        self.paths = paths
+        self.clock = clock
+        self.total_memory_mb = total_memory_mb
+        self.rng = rng or random.Random()
+        self.jobs: dict[int, Job] = {}
+        self.reservations: dict[int, Reservation] = {}
+        self.next_job_id = 1
+        self.next_reservation_id = 1
+        self.allowed_gpu_indices: Optional[list] = None
+        self.mode = "normal"
+        self.recovery: dict = {}
+        # Indexes, so that passes and queries touch live jobs only.
+        self.queued: set[int] = set()
+        self.held: set[int] = set()
+        self.running: set[int] = set()
+        self.draining: set[int] = set()     # final, but the process has not exited yet
+        self.by_user: dict[str, list[int]] = {}
+        self.dependents: dict[int, set[int]] = {}
+        self.queued_since: dict[int, float] = {}
+        self.gpu_view: list = []
+        # Effects of the batch being handled; flushed by the worker after commit.
+        self.launcher_outbox: list = []
+        self.events: list[Event] = []
+        self.pass_needed = False
+        self._wire_cache: dict[int, bytes] = {}
+        self.started_at = clock()
+
+    # --- loading -----------------------------------------------------------------
+
+    def load(self) -> None:
+        st = self.store.load()
+        for jid, wire in st.jobs.items():
+            job = job_from_wire(wire)
+            self.jobs[job.id] = job
+        for rid, wire in st.reservations.items():
+            self.reservations[int(rid)] = reservation_from_wire(wire)
+        self.next_job_id = max([st.next_job_id] + [j + 1 for j in self.jobs])
+        self.next_reservation_id = max([st.next_reservation_id]
+                                       + [r + 1 for r in self.reservations])
+        self.allowed_gpu_indices = st.allowed_gpu_indices
+        configured = self.config.daemon.gpus
+        if configured is not None and getattr(self, "gpus_from_cli", False):
+            self.allowed_gpu_indices = list(configured)
+        elif self.allowed_gpu_indices is None and configured is not None:
+            self.allowed_gpu_indices = list(configured)
+        self.mode = st.mode
+        self.recovery = {"detail": st.detail, "state_backup": st.state_backup,
+                         "journal_error": st.journal_error}
+        for job in self.jobs.values():
+            self._index(job)
+        self.refresh_gpus()
+        self.pass_needed = True
+
+    def _index(self, job: Job) -> None:
+        self.by_user.setdefault(job.submitted_by, []).append(job.id)
+        for dep in job.all_dependencies():
+            self.dependents.setdefault(dep, set()).add(job.id)
+        self._set_state_index(job, None)
+
+    def _set_state_index(self, job: Job, old: Optional[JobState]) -> None:
+        for s, idx in ((JobState.QUEUED, self.queued), (JobState.HOLD, self.held),
+                       (JobState.RUNNING, self.running)):
+            if old == s:
+                idx.discard(job.id)
+        if job.state == JobState.QUEUED:
+            self.queued.add(job.id)
+            self.queued_since.setdefault(job.id, job.submitted_at or self.clock())
+        else:
+            self.queued_since.pop(job.id, None)
+        if job.state == JobState.HOLD:
+            self.held.add(job.id)
+        elif job.state == JobState.RUNNING:
+            self.running.add(job.id)
+
+    # --- persistence helpers ----------------------------------------------------
+
+    @property
+    def writable(self) -> bool:
+        return self.mode != "read_only"
+
+    def save_job(self, job: Job) -> None:
+        self._wire_cache.pop(job.id, None)
+        self.store.append({"op": "job", "job": job_to_wire(job, with_env=True)})
+
+    def save_meta(self, **meta) -> None:
+        self.store.append({"op": "meta", **meta})
+
+    def save_reservation(self, r: Reservation) -> None:
+        self.store.append({"op": "reservation", "reservation": reservation_to_wire(r)})
+
+    def snapshot_state(self):
+        from gflow.store import StoreState
+        return StoreState(
+            jobs={j.id: job_to_wire(j, with_env=True) for j in self.jobs.values()},
+            reservations={r.id: reservation_to_wire(r) for r in self.reservations.values()},
+            next_job_id=self.next_job_id, next_reservation_id=self.next_reservation_id,
+            allowed_gpu_indices=self.allowed_gpu_indices, mode=self.mode,
+            detail=self.recovery.get("detail"), state_backup=self.recovery.get("state_backup"),
+            journal_error=self.recovery.get("journal_error"))
+
+    def emit(self, kind: str, job: Optional[Job] = None, **data) -> None:
+        self.events.append(Event(kind, self.clock(), job.id if job else None, data))
+
+    # --- transitions ------------------------------------------------------------
+
+    def transition(self, job: Job, dst: JobState, *, reason: Any = None,
+                   detail: Optional[str] = None) -> None:
+        """The one way a job changes state: checked against the table, journalled, evented."""
+        src = job.state
+        if not can_transition(src, dst):
+            raise ValueError(f"Job {job.id} is {src.value}: it cannot become {dst.value}")
+        now = self.clock()
+        job.state = dst
+        if dst == JobState.RUNNING:
+            job.started_at = now
+        if dst in FINAL_STATES:
+            job.finished_at = now
+        if reason is not None or dst in (JobState.QUEUED, JobState.RUNNING):
+            job.reason = reason
+        if detail is not None:
+            job.reason_detail = detail
+        if src == JobState.RUNNING and dst in FINAL_STATES:
+            self.draining.add(job.id)
+        self._set_state_index(job, src)
+        self.save_job(job)
+        self.pass_needed = True
+        self.emit("job_" + _EVENT_NAME[dst], job, previous=src.value)
+
+    # --- request dispatch -------------------------------------------------------
+
+    MUTATING = frozenset({"submit", "submit_batch", "update", "transition", "set_gpus",
+                          "group_limit", "redo"})
+
+    def handle(self, op: str, payload: Any) -> Reply:
+        handler = getattr(self, "op_" + op, None)
+        if handler is None:
+            return error(404, f"unknown operation {op!r}")
+        if op in self.MUTATING and not self.writable:
+            return Reply(503, self.read_only_body())
+        return handler(payload or {})
+
+    def read_only_body(self) -> dict:
+        return {"detail": self.recovery.get("detail"),
+                "error": "gflowd is in read-only mode (no persistence available)",
+                "hint": "Fix/upgrade the version that can migrate your state file, or "
+                        "restore from the backup file. If the journal path is unwritable, "
+                        "fix permissions.",
+                "journal": str(self.paths.journal_file),
+                "journal_error": self.recovery.get("journal_error"),
+                "state_backup": self.recovery.get("state_backup")}
+
+    def op_health(self, _payload) -> Reply:
+        import os
+        body = {"pid": os.getppid() if self._under_master else os.getpid(), "status": "ok",
+                "version": __version__, "uptime_secs": round(self.clock() - self.started_at, 3),
+                "gpus": len(self.gpu_view), "gpu_source": self.gpu_inventory.source,
+                "jobs": {"queued": len(self.queued), "running": len(self.running),
+                         "held": len(self.held)}}
+        if self.mode == "journal":
+            body.update(status="recovery", mode="journal", detail=self.recovery.get("detail"),
+                        journal=str(self.paths.journal_file),
+                        journal_error=self.recovery.get("journal_error"),
+                        state_backup=self.recovery.get("state_backup"))
+        elif self.mode == "read_only":
+            body.update(status="read_only", detail=self.recovery.get("detail"),
+                        journal=str(self.paths.journal_file),
+                        journal_error=self.recovery.get("journal_error"),
+                        state_backup=self.recovery.get("state_backup"))
+            return Reply(503, body)
+        return Reply(200, body)
+
+    _under_master = True
+
+    # --- submission ---------------------------------------------------------------
+
+    def _validate_new(self, payload: Any, existing_only: bool = True) -> Job:
+        """Decode and check one submitted job; raises ValueError with the client message."""
+        job = job_from_wire(payload)
+        for dep in job.all_dependencies():
+            if dep not in self.jobs:
+                raise ValueError(f"Dependency job {dep} does not exist")
+        project = job.project.strip() if job.project else None
+        job.project = project or None
+        projects = self.config.projects
+        if job.project is None and projects.require_project:
+            raise ValueError("Project is required by configuration. Provide --project (CLI) "
+                             "or a non-empty `project` field.")
+        if job.project is not None:
+            if len(job.project.encode()) > MAX_PROJECT_LEN:
+                raise ValueError(f"Project name too long (max {MAX_PROJECT_LEN} characters): "
+                                 f"'{job.project}'")
+            if projects.known_projects and job.project not in projects.known_projects:
+                raise ValueError(f"Unknown project '{job.project}'. Known projects: "
+                                 + ", ".join(projects.known_projects))
+        if job.is_shared and job.gpu_memory_limit_mb is None:
+            raise ValueError("Shared jobs must include a GPU memory limit "
+                             "(--gpu-memory / --max-gpu-mem).")
+        if job.script is None and job.command is None:
+            raise ValueError("A job needs a `script` or a `command`.")
+        return job
+
+    def _admit(self, job: Job) -> Job:
+        now = self.clock()
+        job.id = self.next_job_id
+        self.next_job_id += 1
+        job.state = JobState.QUEUED
+        job.submitted_at = now
+        job.gpu_ids = job.started_at = job.finished_at = job.reason = None
+        job.exit_code = None
+        job.reason_detail = None
+        if job.run_name is None:
+            job.run_name = f"gflow-job-{job.id}"
+        self.jobs[job.id] = job
+        self._index(job)
+        self.save_job(job)
+        self.pass_needed = True
+        self.emit("job_submitted", job)
+        return job
+
+    def op_submit(self, payload) -> Reply:
+        try:
+            job = self._validate_new(payload)
+        except ValueError as exc:
+            return error(400, str(exc))
+        job = self._admit(job)
+        self.save_meta(next_job_id=self.next_job_id)
+        return Reply(201, {"id": job.id, "run_name": job.run_name})
+
+    def op_submit_batch(self, payload) -> Reply:
+        if not isinstance(payload, list):
+            return error(400, "expected a JSON array of jobs")
+        if not payload:
+            return error(400, "Batch must contain at least one job")
+        if len(payload) > MAX_BATCH:
+            return error(413, f"Batch size exceeds maximum of {MAX_BATCH} jobs")
+        try:
+            jobs = [self._validate_new(p) for p in payload]
+        except ValueError as exc:
+            return error(400, str(exc))
+        out = []
+        for job in jobs:
+            job = self._admit(job)
+            out.append({"id": job.id, "run_name": job.run_name})
+        self.save_meta(next_job_id=self.next_job_id)
+        return Reply(201, out)
+
+    # --- queries -----------------------------------------------------------------
+
+    def job_json(self, job: Job) -> bytes:
+        cached = self._wire_cache.get(job.id)
+        if cached is None:
+            cached = _dumps(job_to_wire(job))
+            self._wire_cache[job.id] = cached
+        return cached
+
+    def op_get_job(self, payload) -> Reply:
+        job = self.jobs.get(payload.get("id"))
+        if job is None:
+            return Reply(404, None)
+        if payload.get("with_env"):
+            return Reply(200, job_to_wire(job, with_env=True))
+        return Reply(200, self.job_json(job))
+
+    def select_jobs(self, *, states=None, users=None, created_after=None,
+                    ids=None) -> list[Job]:
+        if ids is not None:
+            pool = [self.jobs[i] for i in sorted(set(ids)) if i in self.jobs]
+        elif states is not None and set(states) <= ACTIVE_STATES:
+            live = set()
+            if JobState.QUEUED in states:
+                live |= self.queued
+            if JobState.HOLD in states:
+                live |= self.held
+            if JobState.RUNNING in states:
+                live |= self.running
+            pool = [self.jobs[i] for i in sorted(live)]
+        elif users is not None and len(users) < 4:
+            pool = sorted((self.jobs[i] for u in users for i in self.by_user.get(u, ())),
+                          key=lambda j: j.id)
+        else:
+            pool = [self.jobs[i] for i in sorted(self.jobs)]
+        out = []
+        for job in pool:
+            if states is not None and job.state not in states:
+                continue
+            if users is not None and job.submitted_by not in users:
+                continue
+            if created_after is not None and (job.submitted_at is None
+                                              or job.submitted_at < created_after):
+                continue
+            out.append(job)
+        return out
+
+    def op_list_jobs(self, payload) -> Reply:
+        jobs = self.select_jobs(states=payload.get("states"), users=payload.get("users"),
+                                created_after=payload.get("created_after"),
+                                ids=payload.get("ids"))
+        offset = payload.get("offset") or 0
+        limit = payload.get("limit")
+        jobs = jobs[offset:] if limit is None else jobs[offset:offset + limit]
+        return Reply(200, b"[" + b",".join(self.job_json(j) for j in jobs) + b"]")
+
+    def op_resolve(self, payload) -> Reply:
+        user = payload.get("username", "")
+        text = (payload.get("shorthand") or "").strip()
+        ids = self.by_user.get(user, [])
+        n = None
+        if text == "@":
+            n = 1
+        elif text.startswith("@~") and text[2:].isdigit():
+            n = int(text[2:])
+        if n is None or n < 1 or n > len(ids):
+            return error(400, f"Cannot resolve dependency '{text}' for user '{user}'")
+        return Reply(200, {"job_id": ids[len(ids) - n]})
+
+    def op_log_path(self, payload) -> Reply:
+        job = self.jobs.get(payload.get("id"))
+        if job is None:
+            return Reply(404, None)
+        path = self.paths.job_log(job.id)
+        if not path.exists():
+            return Reply(404, None)
+        return Reply(200, str(path))
+
+    # --- transitions requested over HTTP ----------------------------------------
+
+    def op_transition(self, payload) -> Reply:
+        job = self.jobs.get(payload.get("id"))
+        if job is None:
+            return Reply(404, None)
+        action = payload.get("action")
+        dst = ACTION_TARGET[action]
+        if not can_transition(job.state, dst):
+            return error(409, f"Job {job.id} is {job.state.value}: cannot {action} it "
+                              f"(allowed from {_ALLOWED_FROM[action]})")
+        src = job.state
+        if action == "cancel":
+            self.transition(job, dst, reason="CancelledByUser",
+                            detail="cancelled by user")
+            if src == JobState.RUNNING:
+                self.stop_job(job, "SIGTERM")
+            self.cascade_from(job)
+        elif action == "hold":
+            self.transition(job, dst, reason="JobHeldUser", detail="held by user")
+        elif action == "release":
+            job.reason = None
+            self.queued_since[job.id] = self.clock()
+            self.transition(job, dst, detail=None)
+        else:  # finish / fail: 0.4.13's job wrapper reporting its own end
+            self.transition(job, dst, detail=f"reported by `gcancel --{action}`")
+            if dst == JobState.FAILED:
+                self.cascade_from(job)
+        return Reply(200, None)
+
+    def stop_job(self, job: Job, signame: str) -> None:
+        self.launcher_outbox.append(("signal", job.id, signame,
+                                     self.config.launcher.kill_grace_secs))
+
+    def cascade_from(self, parent: Job) -> None:
+        """Cancel (or flag) queued and held dependents that can no longer run, transitively."""
+        todo = [parent.id]
+        while todo:
+            pid = todo.pop()
+            for child_id in sorted(self.dependents.get(pid, ())):
+                child = self.jobs[child_id]
+                if child.state not in (JobState.QUEUED, JobState.HOLD):
+                    continue
+                cand = self._candidate(child)
+                status, bad = policy.dependency_status(cand, self._dep_states([cand]))
+                if status != "never":
+                    continue
+                if child.auto_cancel_on_dependency_failure:
+                    self.transition(child, JobState.CANCELLED,
+                                    reason={"DependencyFailed": bad},
+                                    detail=f"dependency job {bad} did not finish")
+                    todo.append(child_id)
+                else:
+                    child.reason_detail = (f"dependency can never be met: job {bad} "
+                                           "did not finish")
+                    self._wire_cache.pop(child.id, None)
+
+    # --- the scheduling pass -----------------------------------------------------
+
+    def _candidate(self, job: Job) -> policy.Candidate:
+        return policy.Candidate(
+            id=job.id, user=job.submitted_by, priority=job.priority, gpus=job.gpus,
+            shared=job.is_shared, gpu_memory_mb=job.gpu_memory_limit_mb,
+            memory_mb=job.memory_limit_mb, time_limit=job.time_limit,
+            deps=tuple(job.all_dependencies()), dep_mode_any=job.dependency_mode == "Any",
+            auto_cancel=job.auto_cancel_on_dependency_failure, group_id=job.group_id,
+            max_concurrent=job.max_concurrent,
+            queued_since=self.queued_since.get(job.id, job.submitted_at or 0.0))
+
+    def _dep_states(self, cands) -> dict:
+        out = {}
+        for c in cands:
+            for d in c.deps:
+                dep = self.jobs.get(d)
+                out[d] = dep.state.value if dep else "Cancelled"
+        return out
+
+    def occupants(self) -> list:
+        out = []
+        for jid in self.running | self.draining:
+            job = self.jobs[jid]
+            out.append(policy.Occupant(
+                id=job.id, user=job.submitted_by, gpu_ids=tuple(job.gpu_ids or ()),
+                shared=job.is_shared, gpu_memory_mb=job.gpu_memory_limit_mb,
+                memory_mb=job.memory_limit_mb, group_id=job.group_id))
+        return out
+
+    def active_reservations(self) -> list:
+        out = []
+        for r in self.reservations.values():
+            if r.status == ReservationStatus.ACTIVE:
+                spec = r.gpu_spec
+                out.append(policy.ActiveReservation(
+                    user=r.user, count=spec.get("count", 0),
+                    indices=tuple(spec.get("indices", ()))))
+        return out
+
+    def run_pass(self) -> policy.Decision:
+        self.pass_needed = False
+        cands = [self._candidate(self.jobs[i]) for i in self.queued]
+        allowed = (None if self.allowed_gpu_indices is None
+                   else frozenset(self.allowed_gpu_indices))
+        shuffle = (self.rng.shuffle if self.config.daemon.gpu_allocation_strategy == "random"
+                   else None)
+        decision = policy.plan(policy.PolicyInput(
+            candidates=cands, occupants=self.occupants(), dep_states=self._dep_states(cands),
+            gpus=self.gpu_view, allowed=allowed, total_memory_mb=self.total_memory_mb,
+            reservations=self.active_reservations(), now=self.clock(),
+            starvation_secs=self.config.scheduler.starvation_secs, shuffle=shuffle))
+        for job_id, parent in decision.cancels:
+            job = self.jobs[job_id]
+            if job.state == JobState.QUEUED:
+                self.transition(job, JobState.CANCELLED, reason={"DependencyFailed": parent},
+                                detail=f"dependency job {parent} did not finish")
+                self.cascade_from(job)
+        for job_id, (_code, detail) in decision.waiting.items():
+            job = self.jobs[job_id]
+            if job.reason_detail != detail:
+                job.reason_detail = detail       # ephemeral: recomputed every pass
+                self._wire_cache.pop(job_id, None)
+        for job_id, gpu_ids in decision.starts:
+            job = self.jobs[job_id]
+            job.gpu_ids = list(gpu_ids)
+            self.transition(job, JobState.RUNNING, detail="running")
+            self.launcher_outbox.append(("start", self.launch_spec(job)))
+        self.pass_needed = False
+        return decision
+
+    def launch_spec(self, job: Job) -> dict:
+        return {
+            "id": job.id, "script": job.script, "command": job.command,
+            "run_dir": job.run_dir, "gpu_ids": list(job.gpu_ids or ()),
+            "task_id": job.task_id, "conda_env": job.conda_env, "env": job.env,
+            "parameters": dict(job.parameters), "memory_limit_mb": job.memory_limit_mb,
+            "run_name": job.run_name,
+        }
+
+    # --- time limits ---------------------------------------------------------------
+
+    def next_deadline(self) -> Optional[float]:
+        deadlines = [self.jobs[i].started_at + self.jobs[i].time_limit for i in self.running
+                     if self.jobs[i].time_limit is not None and self.jobs[i].started_at]
+        return min(deadlines) if deadlines else None
+
+    def enforce_time_limits(self) -> None:
+        now = self.clock()
+        for jid in sorted(self.running):
+            job = self.jobs[jid]
+            if job.time_limit is None or job.started_at is None:
+                continue
+            if now >= job.started_at + job.time_limit:
+                from gflow.parsing import format_duration
+                self.transition(job, JobState.TIMEOUT,
+                                detail=f"time limit {format_duration(job.time_limit)} reached")
+                self.stop_job(job, "SIGINT")
+                self.cascade_from(job)
+
+    # --- launcher events ---------------------------------------------------------------
+
+    def on_launcher_connected(self) -> None:
+        """A (re)started launcher: tell it every job that should have a live process."""
+        specs = [self.launch_spec(self.jobs[i]) for i in sorted(self.running | self.draining)]
+        self.launcher_outbox.append(("adopt", specs))
+
+    def on_exited(self, job_id: int, info: dict) -> None:
+        job = self.jobs.get(job_id)
+        self.launcher_outbox.append(("forget", job_id))
+        if job is None:
+            return
+        was_draining = job_id in self.draining
+        self.draining.discard(job_id)
+        code = info.get("exit_code")
+        detail = info.get("detail")
+        if job.state == JobState.RUNNING:
+            job.exit_code = code
+            if code == 0 and not detail:
+                self.transition(job, JobState.FINISHED, detail="exit code 0")
+            else:
+                self.transition(job, JobState.FAILED, detail=detail or f"exit code {code}")
+                self.cascade_from(job)
+        elif job.exit_code is None and (was_draining or job.state in FINAL_STATES):
+            job.exit_code = code
+            if detail and job.state != JobState.CANCELLED:
+                job.reason_detail = detail
+            self.save_job(job)
+        self.pass_needed = True
+        self.refresh_gpus()
+
+    # --- GPUs ------------------------------------------------------------------------
+
+    def refresh_gpus(self) -> None:
+        held = set()
+        for jid in self.running | self.draining:
+            held.update(self.jobs[jid].gpu_ids or ())
+        view = []
+        for g in self.gpu_inventory.poll():
+            foreign = bool(g.error) or (bool(g.process_pids) and g.index not in held)
+            view.append(policy.Gpu(index=g.index, memory_mb=g.memory_total_mb, foreign=foreign))
+        if [(g.index, g.foreign) for g in view] != [(g.index, g.foreign) for g in self.gpu_view]:
+            self.pass_needed = True
+        self.gpu_view = view
+
+    def op_info(self, _payload) -> Reply:
+        held_excl, held_shared = set(), set()
+        for jid in self.running | self.draining:
+            job = self.jobs[jid]
+            (held_shared if job.is_shared else held_excl).update(job.gpu_ids or ())
+        gpus = []
+        uuids = {g.index: g.uuid for g in self.gpu_inventory.poll()}
+        for g in self.gpu_view:
+            entry = {"uuid": uuids.get(g.index, f"GPU-{g.index}"), "index": g.index}
+            if g.index in held_excl:
+                entry["available"] = False
+            elif g.index in held_shared:
+                entry["available"] = True
+            else:
+                entry["available"] = not g.foreign
+                if g.foreign:
+                    entry["reason"] = "Unmanaged"
+            gpus.append(entry)
+        return Reply(200, {"gpus": gpus, "allowed_gpu_indices": self.allowed_gpu_indices,
+                           "gpu_allocation_strategy":
+                               self.config.daemon.gpu_allocation_strategy})
+
+    def op_set_gpus(self, payload) -> Reply:
+        indices = payload.get("allowed_indices")
+        n = len(self.gpu_view)
+        if indices is not None:
+            if not isinstance(indices, list) or not all(
+                    isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in indices):
+                return error(400, "allowed_indices must be a list of GPU indices or null")
+            bad = [i for i in indices if i >= n]
+            if bad:
+                return error(400, f"Invalid GPU indices [{', '.join(map(str, bad))}] "
+                                  f"(only {n} GPUs detected)")
+        self.allowed_gpu_indices = indices
+        self.save_meta(allowed_gpu_indices=indices)
+        self.pass_needed = True
+        return Reply(200, {"allowed_gpu_indices": indices})
+
+    def op_group_limit(self, payload) -> Reply:
+        gid = payload.get("group_id")
+        try:
+            gid = str(uuid.UUID(gid))
+        except (ValueError, TypeError, AttributeError):
+            return error(400, f"Invalid UUID format: '{payload.get('group_id')}'")
+        limit = payload.get("max_concurrent")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            return error(400, "max_concurrent must be a non-negative integer")
+        members = [j for j in self.jobs.values() if j.group_id == gid]
+        if not members:
+            return error(404, f"No jobs found with group_id '{gid}'")
+        for job in members:
+            job.max_concurrent = limit
+            self.save_job(job)
+        self.pass_needed = True
+        return Reply(200, {"group_id": gid, "max_concurrent": limit,
+                           "updated_jobs": len(members)})
+
+
+_EVENT_NAME = {
+    JobState.QUEUED: "released", JobState.HOLD: "held", JobState.RUNNING: "started",
+    JobState.FINISHED: "completed", JobState.FAILED: "failed",
+    JobState.CANCELLED: "cancelled", JobState.TIMEOUT: "timeout",
+}
+_ALLOWED_FROM = {
+    "finish": "Running", "fail": "Running", "cancel": "Queued, Hold or Running",
+    "hold": "Queued", "release": "Hold",
+}

@@ -1,0 +1,85 @@
+"""What every daemon worker does first: its title, its logging, and dying with its master."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """Everything a worker needs, picklable for the `spawn` start method."""
+    config: Any                 # gflow.config.Config
+    env: dict                   # the environment the paths are derived from
+    address: str                # the scheduler hub's channel address
+    authkey: bytes
+    log_level: int = logging.INFO
+    gpus_from_cli: bool = False
+
+    @property
+    def paths(self):
+        from gflow.paths import Paths
+        return Paths.from_env(self.env)
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
+
+
+def set_title(title: str) -> None:
+    try:
+        import setproctitle
+        setproctitle.setproctitle(title)
+    except ImportError:  # the title is a convenience; the daemon works without it
+        pass
+
+
+def setup_worker(name: str, ctx: WorkerContext, *, exit_with_master: bool = True) -> None:
+    """Title, logging to the inherited stderr, SIGINT ignored (the master decides)."""
+    multiprocessing.current_process().name = name
+    set_title(f"gflowd: {name}")
+    logging.basicConfig(level=ctx.log_level, format=LOG_FORMAT, stream=sys.stderr, force=True)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if exit_with_master:
+        watch_master()
+
+
+def watch_master() -> None:
+    """Exit when the master dies, even by SIGKILL, so no orphan keeps serving the port."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def wait_parent() -> None:
+        parent.join()
+        logging.getLogger("gflow").warning("master exited; %s worker exiting",
+                                           multiprocessing.current_process().name)
+        os._exit(0)
+
+    threading.Thread(target=wait_parent, name="master-watch", daemon=True).start()
+
+
+def stop_event_on(signals=(signal.SIGTERM,)) -> threading.Event:
+    """An event set by the given signals: handlers only set a flag, the loop acts."""
+    event = threading.Event()
+
+    def handler(_signum, _frame) -> None:
+        event.set()
+
+    for sig in signals:
+        signal.signal(sig, handler)
+    return event
