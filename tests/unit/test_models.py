@@ -1,0 +1,72 @@
+"""Job states, the transitions table and the 0.4.13 wire encoding."""
+
+from __future__ import annotations
+
+import pytest
+
+from gflow.models import (
+    ALLOWED_TRANSITIONS, WIRE_KEYS, Job, JobState, can_transition, job_from_wire, job_to_wire,
+    reason_display,
+)
+
+
+def test_transition_table_matches_0413():
+    legal = {(s.value, d.value) for s, ds in ALLOWED_TRANSITIONS.items() for d in ds}
+    assert legal == {("Queued", "Running"), ("Queued", "Hold"), ("Queued", "Cancelled"),
+                     ("Hold", "Queued"), ("Hold", "Cancelled"), ("Running", "Finished"),
+                     ("Running", "Failed"), ("Running", "Cancelled"), ("Running", "Timeout")}
+    assert not can_transition(JobState.FINISHED, JobState.FAILED)
+    assert not can_transition(JobState.RUNNING, JobState.QUEUED)
+
+
+@pytest.mark.parametrize("text,state", [("Queued", JobState.QUEUED), ("PD", JobState.QUEUED),
+                                        ("pd", JobState.QUEUED), ("CA", JobState.CANCELLED),
+                                        ("to", JobState.TIMEOUT)])
+def test_state_parse(text, state):
+    assert JobState.parse(text) is state
+
+
+@pytest.mark.parametrize("text", ["queued", "running", "X", ""])
+def test_state_parse_rejects(text):
+    with pytest.raises(ValueError):
+        JobState.parse(text)
+
+
+def test_wire_round_trip_keeps_all_keys_in_order():
+    job = Job(id=7, command="echo hi", gpus=2, time_limit=90.5, submitted_at=1795500107.855277,
+              depends_on_ids=[3], reason={"DependencyFailed": 3}, parameters={"b": "2", "a": "1"},
+              group_id="afd540d3-5174-42e4-b8e9-254872aee375", exit_code=1, env={"A": "B"})
+    wire = job_to_wire(job)
+    assert tuple(wire)[:30] == WIRE_KEYS and tuple(wire)[30:] == ("exit_code", "reason_detail")
+    assert wire["time_limit"] == {"secs": 90, "nanos": 500000000}
+    assert wire["submitted_at"]["secs_since_epoch"] == 1795500107
+    assert "env" not in wire and job_to_wire(job, with_env=True)["env"] == {"A": "B"}
+    back = job_from_wire(job_to_wire(job, with_env=True))
+    assert back.parameters == {"b": "2", "a": "1"} and list(back.parameters) == ["b", "a"]
+    assert back.reason == {"DependencyFailed": 3} and back.time_limit == pytest.approx(90.5)
+    assert back.env == {"A": "B"} and back.exit_code == 1
+
+
+def test_missing_keys_take_0413_defaults():
+    job = job_from_wire({})
+    assert (job.priority, job.run_dir, job.submitted_by) == (10, ".", "unknown")
+    assert job.auto_cancel_on_dependency_failure is False
+    assert job.state is JobState.QUEUED
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"gpus": None}, "gpus"), ({"gpus": -1}, "gpus"), ({"priority": 256}, "priority"),
+    ({"state": "queued"}, "state"), ({"time_limit": {"secs": 60}}, "time_limit"),
+    ({"group_id": "not-a-uuid"}, "group_id"), ({"parameters": {"a": 1}}, "parameters"),
+    ({"depends_on_ids": ["x"]}, "depends_on_ids"), ({"reason": "Bogus"}, "reason"),
+    ({"auto_close_tmux": "yes"}, "auto_close_tmux"),
+])
+def test_mistyped_fields_name_the_field(body, field):
+    with pytest.raises(ValueError, match=field):
+        job_from_wire(body)
+
+
+def test_reason_display():
+    assert reason_display({"DependencyFailed": 5}) == "DependencyFailed:5"
+    assert reason_display("WaitingForResources") == "Resources"
+    assert reason_display(None) is None
