@@ -174,6 +174,26 @@ def get_job(raw_id: str):
     return respond(status, body)
 
 
+@jobs.patch("/jobs/<raw_id>")
+def update_job(raw_id: str):
+    job_id = path_u32(raw_id)
+    body = json_body()
+    if not isinstance(body, dict):
+        raise ApiError(400, {"error": "expected a JSON object of fields to update"})
+    return respond(*ask("update", {"id": job_id, "changes": body}))
+
+
+@jobs.post("/jobs/<raw_id>/redo")
+def redo_job(raw_id: str):
+    job_id = path_u32(raw_id)
+    body = json_body(required=False) or {}
+    if not isinstance(body, dict):
+        raise ApiError(400, {"error": "expected a JSON object"})
+    return respond(*ask("redo", {"id": job_id, "overrides": body.get("overrides") or {},
+                                 "cascade": bool(body.get("cascade")),
+                                 "submitted_by": body.get("submitted_by")}))
+
+
 @jobs.post("/jobs/<raw_id>/<action>")
 def job_action(raw_id: str, action: str):
     if action not in ("finish", "fail", "cancel", "hold", "release"):

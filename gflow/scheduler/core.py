@@ -188,8 +188,7 @@ class SchedulerCore:
             job.finished_at = now
         if reason is not None or dst in (JobState.QUEUED, JobState.RUNNING):
             job.reason = reason
-        if detail is not None:
-            job.reason_detail = detail
+        job.reason_detail = detail
         if src == JobState.RUNNING and dst in FINAL_STATES:
             self.draining.add(job.id)
         self._set_state_index(job, src)
@@ -393,6 +392,164 @@ class SchedulerCore:
             return Reply(404, None)
         return Reply(200, str(path))
 
+    # --- update and redo ------------------------------------------------------------
+
+    def _check_cycle(self, job_id: int, deps: list[int]) -> Optional[str]:
+        """A message when making `job_id` depend on `deps` would close a cycle."""
+        for dep in deps:
+            stack, seen = [dep], set()
+            while stack:
+                cur = stack.pop()
+                if cur == job_id:
+                    return (f"Circular dependency detected: Job {job_id} depends on Job {dep}, "
+                            f"which has a path back to Job {job_id}")
+                if cur in seen or cur not in self.jobs:
+                    continue
+                seen.add(cur)
+                stack.extend(self.jobs[cur].all_dependencies())
+        return None
+
+    def _set_dependencies(self, job: Job, ids: list[int], mode: Optional[str]) -> None:
+        for old in job.all_dependencies():
+            self.dependents.get(old, set()).discard(job.id)
+        # One dependency list (W19): the legacy field mirrors it instead of lingering.
+        job.depends_on_ids = list(ids)
+        job.depends_on = ids[0] if len(ids) == 1 else None
+        job.dependency_mode = mode if ids else None
+        for dep in ids:
+            self.dependents.setdefault(dep, set()).add(job.id)
+
+    # PATCH fields in 0.4.13's order; the clearable ones accept null (0.4.13 ignores it).
+    UPDATE_FIELDS = ("command", "script", "gpus", "conda_env", "priority", "parameters",
+                     "time_limit", "memory_limit_mb", "gpu_memory_limit_mb", "depends_on_ids",
+                     "dependency_mode", "auto_cancel_on_dependency_failure", "max_concurrent")
+    CLEARABLE = frozenset({"conda_env", "time_limit", "memory_limit_mb", "gpu_memory_limit_mb",
+                           "dependency_mode", "max_concurrent"})
+
+    def op_update(self, payload) -> Reply:
+        job = self.jobs.get(payload.get("id"))
+        if job is None:
+            return error(404, f"Job {payload.get('id')} not found")
+        changes = payload.get("changes")
+        if not isinstance(changes, dict):
+            return error(400, "expected a JSON object of fields to update")
+        if job.state not in (JobState.QUEUED, JobState.HOLD):
+            return error(409, f"Job {job.id} is in state '{job.state.value}' and cannot be "
+                              "updated. Only queued or held jobs can be updated.")
+        present = {k: changes[k] for k in self.UPDATE_FIELDS if k in changes}
+        for key, value in present.items():
+            if value is None and key not in self.CLEARABLE:
+                return error(400, f"{key}: cannot be null")
+        try:
+            decoded = job_from_wire({k: v for k, v in present.items() if v is not None})
+        except ValueError as exc:
+            return error(400, str(exc))
+        if "depends_on_ids" in present:
+            for dep in decoded.depends_on_ids:
+                if dep not in self.jobs:
+                    return error(400, f"Dependency job {dep} does not exist")
+            cycle = self._check_cycle(job.id, decoded.depends_on_ids)
+            if cycle:
+                return error(400, cycle)
+        sharing_mem = (decoded.gpu_memory_limit_mb if "gpu_memory_limit_mb" in present
+                       else job.gpu_memory_limit_mb)
+        if job.is_shared and sharing_mem is None:
+            return error(400, "Shared jobs must keep a GPU memory limit "
+                              "(--gpu-memory / --max-gpu-mem).")
+        if "command" in present and "script" not in present and job.script is None \
+                and decoded.command is None:
+            return error(400, "A job needs a `script` or a `command`.")
+        updated = []
+        for key in self.UPDATE_FIELDS:
+            if key not in present:
+                continue
+            if key == "depends_on_ids":
+                mode = decoded.dependency_mode if "dependency_mode" in present \
+                    else (job.dependency_mode or "All")
+                self._set_dependencies(job, decoded.depends_on_ids, mode)
+            elif key == "dependency_mode":
+                job.dependency_mode = decoded.dependency_mode if job.depends_on_ids or \
+                    job.depends_on is not None else None
+            else:
+                setattr(job, key, getattr(decoded, key))
+            updated.append(key)
+        self.save_job(job)
+        self.pass_needed = True
+        self.emit("job_updated", job, fields=updated)
+        return Reply(200, {"job": dict(sorted(job_to_wire(job).items())),
+                           "updated_fields": updated})
+
+    def op_redo(self, payload) -> Reply:
+        """Resubmit a finished job with its full spec, atomically (W18)."""
+        job = self.jobs.get(payload.get("id"))
+        if job is None:
+            return error(404, f"Job {payload.get('id')} not found.")
+        if job.state not in FINAL_STATES:
+            hint = ("is still running. Wait for it to finish or cancel it first."
+                    if job.state == JobState.RUNNING else
+                    f"is still in {job.state.value} state. Use `gjob update` to modify its "
+                    "parameters.")
+            return error(409, f"Job {job.id} {hint}")
+        overrides = payload.get("overrides") or {}
+        user = payload.get("submitted_by") or job.submitted_by
+        new = self._clone_for_redo(job, user)
+        try:
+            over = job_from_wire({k: v for k, v in overrides.items()
+                                  if k in ("gpus", "priority", "time_limit", "memory_limit_mb",
+                                           "gpu_memory_limit_mb", "conda_env") and v is not None})
+        except ValueError as exc:
+            return error(400, str(exc))
+        for key in ("gpus", "priority", "time_limit", "memory_limit_mb", "gpu_memory_limit_mb",
+                    "conda_env"):
+            if overrides.get(key) is not None:
+                setattr(new, key, getattr(over, key))
+        if overrides.get("clear_deps"):
+            new.depends_on_ids, new.depends_on, new.dependency_mode = [], None, None
+        elif overrides.get("depends_on") is not None:
+            dep = overrides["depends_on"]
+            if dep not in self.jobs:
+                return error(400, f"Dependency job {dep} does not exist")
+            new.depends_on_ids, new.depends_on, new.dependency_mode = [dep], dep, "All"
+        if new.is_shared and new.gpu_memory_limit_mb is None:
+            return error(400, "Shared jobs must include a GPU memory limit "
+                              "(--gpu-memory / --max-gpu-mem).")
+        new = self._admit(new)
+        cascaded = []
+        if payload.get("cascade"):
+            mapping = {job.id: new.id}
+            frontier = [job.id]
+            victims = []
+            while frontier:
+                parent = frontier.pop(0)
+                for child_id in sorted(self.dependents.get(parent, ())):
+                    child = self.jobs[child_id]
+                    if (child.state == JobState.CANCELLED
+                            and isinstance(child.reason, dict)
+                            and child.reason.get("DependencyFailed") in mapping
+                            and child_id not in mapping and child_id not in victims):
+                        victims.append(child_id)
+                        mapping[child_id] = None
+                        frontier.append(child_id)
+            for child_id in sorted(victims):
+                child = self.jobs[child_id]
+                clone = self._clone_for_redo(child, user)
+                ids = [mapping.get(d) or d for d in child.all_dependencies()]
+                clone.depends_on_ids = ids
+                clone.depends_on = ids[0] if len(ids) == 1 else None
+                clone = self._admit(clone)
+                mapping[child_id] = clone.id
+                cascaded.append({"from": child_id, "id": clone.id, "run_name": clone.run_name})
+        self.save_meta(next_job_id=self.next_job_id)
+        return Reply(201, {"id": new.id, "run_name": new.run_name, "cascaded": cascaded})
+
+    def _clone_for_redo(self, job: Job, user: str) -> Job:
+        new = job.copy()
+        new.redone_from = job.id
+        new.submitted_by = user
+        if job.run_name == f"gflow-job-{job.id}":
+            new.run_name = None          # a default name follows the new id
+        return new
+
     # --- transitions requested over HTTP ----------------------------------------
 
     def op_transition(self, payload) -> Reply:
@@ -516,7 +673,7 @@ class SchedulerCore:
         for job_id, gpu_ids in decision.starts:
             job = self.jobs[job_id]
             job.gpu_ids = list(gpu_ids)
-            self.transition(job, JobState.RUNNING, detail="running")
+            self.transition(job, JobState.RUNNING)
             self.launcher_outbox.append(("start", self.launch_spec(job)))
         self.pass_needed = False
         return decision
@@ -569,7 +726,7 @@ class SchedulerCore:
         if job.state == JobState.RUNNING:
             job.exit_code = code
             if code == 0 and not detail:
-                self.transition(job, JobState.FINISHED, detail="exit code 0")
+                self.transition(job, JobState.FINISHED)
             else:
                 self.transition(job, JobState.FAILED, detail=detail or f"exit code {code}")
                 self.cascade_from(job)
