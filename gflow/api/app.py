@@ -227,13 +227,97 @@ def group_limit(group_id: str):
                                         "max_concurrent": body["max_concurrent"]}))
 
 
+reservations = Blueprint("reservations", __name__)
+stats = Blueprint("stats", __name__)
+
+
+def text_reply(status: int, body: Any) -> Response:
+    """Reservation routes answer errors in plain text, as 0.4.13 does."""
+    if status >= 400:
+        return respond(status, body, text=True)
+    if body is None:
+        return Response(b"", status=status)
+    return respond(status, body)
+
+
+@reservations.get("/reservations")
+def list_reservations():
+    payload: dict = {"user": request.args.get("user")}
+    status = request.args.get("status")
+    if status is not None:
+        if status.lower() not in ("pending", "active", "completed", "cancelled"):
+            raise ApiError(400, f"Invalid status: {status}", text=True)
+        payload["status"] = status.lower()
+    active = request.args.get("active_only")
+    if active is not None:
+        if active not in ("true", "false"):
+            raise ApiError(400, "Failed to deserialize query string: active_only: provided "
+                                "string was not `true` or `false`", text=True)
+        payload["active_only"] = active == "true"
+    return text_reply(*ask("reservation_list", payload))
+
+
+@reservations.post("/reservations")
+def create_reservation():
+    body = json_body()
+    if not isinstance(body, dict):
+        raise ApiError(400, "expected a JSON object", text=True)
+    for key in ("user", "start_time", "duration_secs"):
+        if key not in body:
+            raise ApiError(400, f"missing field `{key}`", text=True)
+    return text_reply(*ask("reservation_create", body))
+
+
+@reservations.get("/reservations/<raw_id>")
+def get_reservation(raw_id: str):
+    return text_reply(*ask("reservation_get", {"id": path_u32(raw_id)}))
+
+
+@reservations.delete("/reservations/<raw_id>")
+def cancel_reservation(raw_id: str):
+    return text_reply(*ask("reservation_cancel", {"id": path_u32(raw_id)}))
+
+
+@stats.get("/stats")
+def get_stats():
+    since = query_int("since")
+    return respond(*ask("stats", {"user": request.args.get("user"),
+                                  "since": None if since is None else max(since, 0)}))
+
+
+@stats.get("/metrics")
+def metrics():
+    from gflow.api.metrics import render_metrics
+    status, body = ask("debug_metrics")
+    _, info_body = ask("info")
+    _, state = ask("metrics_gauges")
+    return Response(render_metrics(body, info_body, state),
+                    content_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@stats.get("/debug/state")
+def debug_state():
+    return respond(*ask("debug_state"))
+
+
+@stats.get("/debug/jobs/<raw_id>")
+def debug_job(raw_id: str):
+    status, body = ask("debug_job", {"id": path_u32(raw_id)})
+    return empty(404) if status == 404 else respond(status, body)
+
+
+@stats.get("/debug/metrics")
+def debug_metrics():
+    return respond(*ask("debug_metrics"))
+
+
 def create_app(bridge, *, max_body_bytes: int = 16 * 1024 * 1024) -> Flask:
     """The app factory: `bridge.request(op, payload) -> (status, body)` reaches the scheduler."""
     app = Flask("gflow")
     app.config["BRIDGE"] = bridge
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     app.url_map.strict_slashes = False
-    for bp in (system, jobs, gpus):
+    for bp in (system, jobs, gpus, reservations, stats):
         app.register_blueprint(bp)
 
     @app.errorhandler(ApiError)

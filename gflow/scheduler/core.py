@@ -199,7 +199,7 @@ class SchedulerCore:
     # --- request dispatch -------------------------------------------------------
 
     MUTATING = frozenset({"submit", "submit_batch", "update", "transition", "set_gpus",
-                          "group_limit", "redo"})
+                          "group_limit", "redo", "reservation_create", "reservation_cancel"})
 
     def handle(self, op: str, payload: Any) -> Reply:
         handler = getattr(self, "op_" + op, None)
@@ -639,15 +639,26 @@ class SchedulerCore:
 
     def active_reservations(self) -> list:
         out = []
+        now = self.clock()
         for r in self.reservations.values():
-            if r.status == ReservationStatus.ACTIVE:
+            if r.status == ReservationStatus.ACTIVE and r.start_time <= now < r.end_time:
                 spec = r.gpu_spec
                 out.append(policy.ActiveReservation(
                     user=r.user, count=spec.get("count", 0),
                     indices=tuple(spec.get("indices", ()))))
         return out
 
+    last_pass_secs: Optional[float] = None
+
     def run_pass(self) -> policy.Decision:
+        started = time.perf_counter()
+        try:
+            return self._run_pass()
+        finally:
+            self.last_pass_secs = time.perf_counter() - started
+
+    def _run_pass(self) -> policy.Decision:
+        self.update_reservations()
         self.pass_needed = False
         cands = [self._candidate(self.jobs[i]) for i in self.queued]
         allowed = (None if self.allowed_gpu_indices is None
@@ -808,6 +819,190 @@ class SchedulerCore:
         self.pass_needed = True
         return Reply(200, {"group_id": gid, "max_concurrent": limit,
                            "updated_jobs": len(members)})
+
+
+    # --- reservations --------------------------------------------------------------
+
+    def update_reservations(self) -> bool:
+        """Move reservations along the clock; True if any status changed."""
+        from gflow.reservations import status_at
+        now = self.clock()
+        changed = False
+        for r in self.reservations.values():
+            new = status_at(r, now)
+            if new != r.status:
+                r.status = new
+                self.save_reservation(r)
+                changed = True
+        if changed:
+            self.pass_needed = True
+        return changed
+
+    def op_reservation_create(self, payload) -> Reply:
+        from gflow.models import time_from_wire
+        from gflow.reservations import ReservationError, validate_new
+        try:
+            start = time_from_wire(payload.get("start_time"), "start_time")
+            duration = payload.get("duration_secs")
+            if start is None:
+                raise ValueError("missing field `start_time`")
+            if isinstance(duration, bool) or not isinstance(duration, int):
+                raise ValueError("duration_secs: expected an integer number of seconds")
+            count, indices = payload.get("gpu_count"), payload.get("gpu_indices")
+            if count is not None and (isinstance(count, bool) or not isinstance(count, int)
+                                      or count < 0):
+                raise ValueError("gpu_count: expected a non-negative integer")
+            if indices is not None and (not isinstance(indices, list) or not all(
+                    isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in indices)):
+                raise ValueError("gpu_indices: expected a list of GPU indices")
+            self.update_reservations()
+            spec = validate_new(user=payload.get("user"), gpu_count=count, gpu_indices=indices,
+                                start=start, duration=float(duration), now=self.clock(),
+                                total_gpus=len(self.gpu_view),
+                                existing=self.reservations.values())
+        except (ReservationError, ValueError) as exc:
+            return error(400, str(exc))
+        r = Reservation(id=self.next_reservation_id, user=payload["user"].strip(),
+                        gpu_spec=spec, start_time=start, duration=float(duration),
+                        created_at=self.clock())
+        self.next_reservation_id += 1
+        self.reservations[r.id] = r
+        self.save_reservation(r)
+        self.save_meta(next_reservation_id=self.next_reservation_id)
+        self.update_reservations()
+        self.emit("reservation_created", reservation=r.id)
+        return Reply(200, {"reservation_id": r.id})
+
+    def op_reservation_list(self, payload) -> Reply:
+        self.update_reservations()
+        now = self.clock()
+        out = []
+        for r in sorted(self.reservations.values(), key=lambda r: (r.start_time, r.id)):
+            if payload.get("user") is not None and r.user != payload["user"]:
+                continue
+            if payload.get("status") is not None and r.status.value.lower() != payload["status"]:
+                continue
+            if payload.get("active_only") and not (r.status != ReservationStatus.CANCELLED
+                                                   and r.start_time <= now < r.end_time):
+                continue
+            out.append(reservation_to_wire(r))
+        return Reply(200, out)
+
+    def op_reservation_get(self, payload) -> Reply:
+        self.update_reservations()
+        r = self.reservations.get(payload.get("id"))
+        if r is None:
+            return error(404, f"Reservation {payload.get('id')} not found")
+        return Reply(200, reservation_to_wire(r))
+
+    def op_reservation_cancel(self, payload) -> Reply:
+        self.update_reservations()
+        r = self.reservations.get(payload.get("id"))
+        if r is None:
+            return error(404, f"Reservation {payload.get('id')} not found")
+        if r.status == ReservationStatus.CANCELLED:
+            return error(409, "Reservation already cancelled")
+        if r.status == ReservationStatus.COMPLETED:
+            return error(409, "Cannot cancel completed reservation")
+        r.status = ReservationStatus.CANCELLED
+        r.cancelled_at = self.clock()
+        self.save_reservation(r)
+        self.pass_needed = True
+        self.emit("reservation_cancelled", reservation=r.id)
+        return Reply(200, None)
+
+    def next_reservation_boundary(self) -> Optional[float]:
+        from gflow.reservations import next_boundary
+        return next_boundary(self.reservations.values(), self.clock())
+
+    # --- statistics ------------------------------------------------------------------
+
+    def op_stats(self, payload) -> Reply:
+        user, since = payload.get("user"), payload.get("since")
+        now = self.clock()
+        jobs = self.select_jobs(users=[user] if user is not None else None,
+                                created_after=since)
+        counts = {s: 0 for s in JobState}
+        waits, runtimes, top = [], [], []
+        gpu_hours = 0.0
+        for job in jobs:
+            counts[job.state] += 1
+            if job.started_at is not None and job.submitted_at is not None:
+                waits.append(job.started_at - job.submitted_at)
+            if job.started_at is not None:
+                end = job.finished_at if job.finished_at is not None else now
+                rt = max(end - job.started_at, 0.0)
+                gpu_hours += job.gpus * rt / 3600
+                if job.state in (JobState.FINISHED, JobState.FAILED, JobState.TIMEOUT):
+                    runtimes.append(rt)
+                top.append({"id": job.id, "name": job.run_name, "runtime_secs": rt,
+                            "gpus": job.gpus})
+        decided = sum(counts[s] for s in (JobState.FINISHED, JobState.FAILED,
+                                          JobState.CANCELLED, JobState.TIMEOUT))
+        top.sort(key=lambda t: -t["runtime_secs"])
+        total = len(jobs)
+        return Reply(200, {
+            "user": user, "since": since, "total_jobs": total,
+            "completed_jobs": counts[JobState.FINISHED], "failed_jobs": counts[JobState.FAILED],
+            "cancelled_jobs": counts[JobState.CANCELLED],
+            "timeout_jobs": counts[JobState.TIMEOUT], "running_jobs": counts[JobState.RUNNING],
+            "queued_jobs": counts[JobState.QUEUED], "held_jobs": counts[JobState.HOLD],
+            "avg_wait_secs": sum(waits) / len(waits) if waits else None,
+            "avg_runtime_secs": sum(runtimes) / len(runtimes) if runtimes else None,
+            "total_gpu_hours": gpu_hours,
+            "jobs_with_gpus": sum(1 for j in jobs if j.gpus > 0),
+            "avg_gpus_per_job": sum(j.gpus for j in jobs) / total if total else 0.0,
+            "peak_gpu_usage": max((j.gpus for j in jobs), default=0),
+            "success_rate": counts[JobState.FINISHED] / decided * 100 if decided else 0.0,
+            "top_jobs": top[:5],
+        })
+
+    def op_debug_state(self, _payload) -> Reply:
+        return Reply(200, {
+            "jobs": [job_to_wire(j) for j in self.jobs.values()],
+            "next_job_id": self.next_job_id, "total_memory_mb": self.total_memory_mb,
+            "available_memory_mb": (None if self.total_memory_mb is None else
+                                    self.total_memory_mb - sum(
+                                        self.jobs[i].memory_limit_mb or 0
+                                        for i in self.running | self.draining)),
+            "gpu_slots": self.op_info({})[1]["gpus"],
+            "allowed_gpu_indices": self.allowed_gpu_indices})
+
+    def op_debug_job(self, payload) -> Reply:
+        job = self.jobs.get(payload.get("id"))
+        if job is None:
+            return Reply(404, None)
+        out = job_to_wire(job)
+        now = self.clock()
+        rt = None if job.started_at is None else now - job.started_at
+        out["runtime_seconds"] = rt
+        out["time_remaining_seconds"] = (None if rt is None or job.time_limit is None
+                                         else max(0.0, job.time_limit - rt))
+        return Reply(200, out)
+
+    def op_metrics_gauges(self, _payload) -> Reply:
+        claimed = sum(self.jobs[i].memory_limit_mb or 0 for i in self.running | self.draining)
+        return Reply(200, {"queued": len(self.queued), "running": len(self.running),
+                           "memory_total_mb": self.total_memory_mb,
+                           "memory_available_mb": (None if self.total_memory_mb is None
+                                                   else self.total_memory_mb - claimed),
+                           "pass_seconds": self.last_pass_secs})
+
+    def op_debug_metrics(self, _payload) -> Reply:
+        by_state: dict = {}
+        by_user: dict = {}
+        for job in self.jobs.values():
+            by_state[job.state.value] = by_state.get(job.state.value, 0) + 1
+            u = by_user.setdefault(job.submitted_by, {"submitted": 0, "running": 0,
+                                                      "finished": 0, "failed": 0})
+            u["submitted"] += 1
+            if job.state == JobState.RUNNING:
+                u["running"] += 1
+            elif job.state == JobState.FINISHED:
+                u["finished"] += 1
+            elif job.state == JobState.FAILED:
+                u["failed"] += 1
+        return Reply(200, {"jobs_by_state": by_state, "jobs_by_user": by_user})
 
 
 _EVENT_NAME = {

@@ -33,6 +33,34 @@ class SchedulerLoop:
         self.next_gpu_poll = 0.0
         self.last_snapshot = time.monotonic()
         self.commit_failed = False
+        self.boundary_at = None
+        self.aps = None
+
+    def start_timers(self) -> None:
+        """APScheduler fires at every reservation start and end (a wake-up message)."""
+        from apscheduler.schedulers.background import BackgroundScheduler
+        self.aps = BackgroundScheduler(timezone="UTC")
+        self.aps.start()
+        self.arm_boundary()
+
+    def arm_boundary(self) -> None:
+        if self.aps is None:
+            return
+        from datetime import datetime, timezone
+        at = self.core.next_reservation_boundary()
+        if at == self.boundary_at:
+            return
+        self.boundary_at = at
+        if at is None:
+            if self.aps.get_job("reservation-boundary"):
+                self.aps.remove_job("reservation-boundary")
+            return
+        self.aps.add_job(self._boundary_reached, "date", id="reservation-boundary",
+                         replace_existing=True, misfire_grace_time=None,
+                         run_date=datetime.fromtimestamp(at, tz=timezone.utc))
+
+    def _boundary_reached(self) -> None:
+        self.hub.inbox.put((None, ("reservation_boundary",)))
 
     def _timeout(self) -> float:
         now = time.time()
@@ -62,6 +90,7 @@ class SchedulerLoop:
             if core.pass_needed:
                 core.run_pass()
             self._commit_and_flush(replies)
+            self.arm_boundary()
             self._maybe_snapshot()
         self.shutdown()
 
@@ -89,6 +118,10 @@ class SchedulerLoop:
                 core.on_launcher_connected()
         elif kind == "exited":
             core.on_exited(msg[1], msg[2])
+        elif kind == "reservation_boundary":
+            self.boundary_at = None
+            core.update_reservations()
+            core.pass_needed = True
         elif kind == "disconnected":
             pass
         else:
@@ -150,6 +183,8 @@ class SchedulerLoop:
             log.error("snapshot failed (the journal still holds every change): %s", exc)
 
     def shutdown(self) -> None:
+        if self.aps is not None:
+            self.aps.shutdown(wait=False)
         try:
             self.core.store.commit()
         except StoreError as exc:
@@ -176,6 +211,7 @@ def main(ctx: WorkerContext) -> None:
              core.mode)
     hub = Hub(ctx.address, ctx.authkey)
     loop = SchedulerLoop(core, hub, ctx.config)
+    loop.start_timers()
     try:
         loop.run(stop)
     finally:
