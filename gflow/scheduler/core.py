@@ -95,6 +95,8 @@ class SchedulerCore:
         self.pass_needed = False
         self._wire_cache: dict[int, bytes] = {}
         self.started_at = clock()
+        self.load_note: Optional[str] = None
+        self.needs_snapshot = False
 
     # --- loading -----------------------------------------------------------------
 
@@ -108,12 +110,14 @@ class SchedulerCore:
         self.next_job_id = max([st.next_job_id] + [j + 1 for j in self.jobs])
         self.next_reservation_id = max([st.next_reservation_id]
                                        + [r + 1 for r in self.reservations])
-        self.allowed_gpu_indices = st.allowed_gpu_indices
+        # Precedence: `--gpus` > GFLOW_DAEMON_GPUS > config `gpus` (all three arrive as
+        # config.daemon.gpus) > the last `gctl set-gpus` (persisted) > every GPU. 0.4.13
+        # lets the persisted list silently win (W16).
         configured = self.config.daemon.gpus
-        if configured is not None and getattr(self, "gpus_from_cli", False):
-            self.allowed_gpu_indices = list(configured)
-        elif self.allowed_gpu_indices is None and configured is not None:
-            self.allowed_gpu_indices = list(configured)
+        self.allowed_gpu_indices = (list(configured) if configured is not None
+                                    else st.allowed_gpu_indices)
+        self.load_note = st.replay_note
+        self.needs_snapshot = st.needs_snapshot
         self.mode = st.mode
         self.recovery = {"detail": st.detail, "state_backup": st.state_backup,
                          "journal_error": st.journal_error}
