@@ -104,6 +104,12 @@ def hello():
     return Response("Hello, World!", content_type=TEXT)
 
 
+@system.get("/openapi.json")
+def openapi():
+    from gflow.api.openapi import DOCUMENT
+    return respond(200, DOCUMENT)
+
+
 @system.get("/health")
 def health():
     status, body = ask("health")
