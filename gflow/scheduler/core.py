@@ -734,8 +734,6 @@ class SchedulerCore:
         self.launcher_outbox.append(("forget", job_id))
         if job is None:
             return
-        was_draining = job_id in self.draining
-        self.draining.discard(job_id)
         code = info.get("exit_code")
         detail = info.get("detail")
         if job.state == JobState.RUNNING:
@@ -745,11 +743,12 @@ class SchedulerCore:
             else:
                 self.transition(job, JobState.FAILED, detail=detail or f"exit code {code}")
                 self.cascade_from(job)
-        elif job.exit_code is None and (was_draining or job.state in FINAL_STATES):
+        elif job.exit_code is None and job.state in FINAL_STATES:
             job.exit_code = code
             if detail and job.state != JobState.CANCELLED:
                 job.reason_detail = detail
             self.save_job(job)
+        self.draining.discard(job_id)    # the process is gone: its GPUs and memory are free
         self.pass_needed = True
         self.refresh_gpus()
 
