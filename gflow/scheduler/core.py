@@ -94,6 +94,11 @@ class SchedulerCore:
         self.events: list[Event] = []
         self.pass_needed = False
         self._wire_cache: dict[int, bytes] = {}
+        self._cand_cache: dict[int, policy.Candidate] = {}
+        # Jobs submitted since the last pass: when nothing else changed, a pass only
+        # has to place these (nothing was freed that the older queued jobs could use).
+        self.new_since_pass: set[int] = set()
+        self.protecting = False
         self.started_at = clock()
         self.load_note: Optional[str] = None
         self.needs_snapshot = False
@@ -155,6 +160,7 @@ class SchedulerCore:
 
     def save_job(self, job: Job) -> None:
         self._wire_cache.pop(job.id, None)
+        self._cand_cache.pop(job.id, None)
         self.store.append({"op": "job", "job": job_to_wire(job, with_env=True)})
 
     def save_meta(self, **meta) -> None:
@@ -287,7 +293,7 @@ class SchedulerCore:
         self.jobs[job.id] = job
         self._index(job)
         self.save_job(job)
-        self.pass_needed = True
+        self.new_since_pass.add(job.id)
         self.emit("job_submitted", job)
         return job
 
@@ -614,6 +620,12 @@ class SchedulerCore:
     # --- the scheduling pass -----------------------------------------------------
 
     def _candidate(self, job: Job) -> policy.Candidate:
+        cand = self._cand_cache.get(job.id)
+        if cand is None:
+            cand = self._cand_cache[job.id] = self._make_candidate(job)
+        return cand
+
+    def _make_candidate(self, job: Job) -> policy.Candidate:
         return policy.Candidate(
             id=job.id, user=job.submitted_by, priority=job.priority, gpus=job.gpus,
             shared=job.is_shared, gpu_memory_mb=job.gpu_memory_limit_mb,
@@ -661,10 +673,17 @@ class SchedulerCore:
         finally:
             self.last_pass_secs = time.perf_counter() - started
 
+    @property
+    def pass_wanted(self) -> bool:
+        return self.pass_needed or bool(self.new_since_pass)
+
     def _run_pass(self) -> policy.Decision:
         self.update_reservations()
+        full = self.pass_needed or self.protecting
+        pool = self.queued if full else (self.new_since_pass & self.queued)
         self.pass_needed = False
-        cands = [self._candidate(self.jobs[i]) for i in self.queued]
+        self.new_since_pass = set()
+        cands = [self._candidate(self.jobs[i]) for i in pool]
         allowed = (None if self.allowed_gpu_indices is None
                    else frozenset(self.allowed_gpu_indices))
         shuffle = (self.rng.shuffle if self.config.daemon.gpu_allocation_strategy == "random"
@@ -674,6 +693,8 @@ class SchedulerCore:
             gpus=self.gpu_view, allowed=allowed, total_memory_mb=self.total_memory_mb,
             reservations=self.active_reservations(), now=self.clock(),
             starvation_secs=self.config.scheduler.starvation_secs, shuffle=shuffle))
+        if full:
+            self.protecting = decision.protecting
         for job_id, parent in decision.cancels:
             job = self.jobs[job_id]
             if job.state == JobState.QUEUED:
@@ -690,7 +711,6 @@ class SchedulerCore:
             job.gpu_ids = list(gpu_ids)
             self.transition(job, JobState.RUNNING)
             self.launcher_outbox.append(("start", self.launch_spec(job)))
-        self.pass_needed = False
         return decision
 
     def launch_spec(self, job: Job) -> dict:

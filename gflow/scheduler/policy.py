@@ -106,6 +106,7 @@ class Decision:
     starts: list = field(default_factory=list)      # (job id, [gpu indices])
     cancels: list = field(default_factory=list)     # (job id, failed parent id)
     waiting: dict = field(default_factory=dict)     # job id -> (reason code, detail)
+    protecting: bool = False                        # capacity is being kept for a starving job
 
 
 def time_bonus(time_limit: Optional[float]) -> int:
@@ -285,4 +286,5 @@ def plan(inp: PolicyInput) -> Decision:
         memory_used += mem_needed
         if c.group_id is not None:
             group_running[c.group_id] = group_running.get(c.group_id, 0) + 1
+    decision.protecting = protect_gpus or protect_memory
     return decision

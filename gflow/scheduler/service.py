@@ -87,7 +87,7 @@ class SchedulerLoop:
             for peer, msg in batch:
                 self._dispatch(peer, msg, replies)
             self._tick()
-            if core.pass_needed:
+            if core.pass_wanted:
                 core.run_pass()
             self._commit_and_flush(replies)
             self.arm_boundary()

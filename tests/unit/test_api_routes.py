@@ -33,7 +33,7 @@ class CoreBridge:
     def request(self, op, payload=None, timeout=30):
         reply = self.core.handle(op, payload)
         self.core.store.commit()
-        if self.core.pass_needed:
+        if self.core.pass_wanted:
             self.core.run_pass()
             self.core.store.commit()
         self.core.launcher_outbox.clear()
