@@ -1,0 +1,123 @@
+"""The scheduler core with a fake clock, fake GPUs and a real store in a temp dir."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from test_api_routes import FakeClock, make_core
+
+
+def submit(core, **fields):
+    status, body = core.handle("submit", {"command": "x", "submitted_by": "u", **fields})
+    assert status == 201, body
+    return body["id"]
+
+
+def settle(core, full: bool):
+    if full:
+        core.pass_needed = True
+    if core.pass_wanted:
+        core.run_pass()
+    core.store.commit()
+    core.launcher_outbox.clear()
+
+
+job_specs = st.lists(st.tuples(st.integers(0, 3), st.integers(0, 255), st.booleans()),
+                     min_size=1, max_size=15)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(specs=job_specs)
+def test_incremental_passes_decide_like_full_passes(tmp_path_factory, specs):
+    cores = []
+    for full in (False, True):
+        core = make_core(tmp_path_factory.mktemp("c"), FakeClock(), gpus="3")
+        for gpus, prio, settle_now in specs:
+            submit(core, gpus=gpus, priority=prio)
+            if settle_now:
+                settle(core, full)
+        settle(core, full)
+        cores.append(core)
+    inc, ful = cores
+    assert {i: j.gpu_ids for i, j in inc.jobs.items() if j.state.value == "Running"} == \
+        {i: j.gpu_ids for i, j in ful.jobs.items() if j.state.value == "Running"}
+
+
+def test_exit_frees_gpus_and_starts_the_next_job(tmp_path):
+    clock = FakeClock()
+    core = make_core(tmp_path, clock, gpus="2")
+    a = submit(core, gpus=2)
+    b = submit(core, gpus=1)
+    settle(core, False)
+    assert core.jobs[a].state.value == "Running" and core.jobs[b].state.value == "Queued"
+    assert "1 GPUs, 0 free" in core.jobs[b].reason_detail
+    clock.t += 5
+    core.on_exited(a, {"exit_code": 0, "finished_at": clock.t})
+    settle(core, False)
+    assert core.jobs[a].state.value == "Finished" and core.jobs[a].exit_code == 0
+    assert core.jobs[b].state.value == "Running" and core.jobs[b].gpu_ids == [0]
+
+
+def test_cancelled_job_keeps_its_gpus_until_its_process_exits(tmp_path):
+    core = make_core(tmp_path, FakeClock(), gpus="1")
+    a = submit(core, gpus=1)
+    settle(core, False)
+    b = submit(core, gpus=1)
+    assert core.handle("transition", {"id": a, "action": "cancel"})[0] == 200
+    assert core.launcher_outbox[-1][:3] == ("signal", a, "SIGTERM")
+    settle(core, False)
+    assert core.jobs[b].state.value == "Queued"          # GPU 0 still draining
+    core.on_exited(a, {"exit_code": 143, "detail": "killed by SIGTERM"})
+    settle(core, False)
+    assert core.jobs[b].state.value == "Running"
+    assert core.jobs[a].state.value == "Cancelled" and core.jobs[a].exit_code == 143
+
+
+def test_starving_big_job_is_not_overtaken_forever(tmp_path):
+    clock = FakeClock()
+    core = make_core(tmp_path, clock, gpus="2")
+    first = submit(core, gpus=1)
+    settle(core, False)
+    big = submit(core, gpus=2, priority=50)
+    small = submit(core, gpus=1)
+    settle(core, False)
+    assert core.jobs[small].state.value == "Running"     # backfills while the big one is fresh
+    clock.t += 4000                                      # past starvation_secs (1800)
+    core.on_exited(first, {"exit_code": 0})
+    another = submit(core, gpus=1)
+    settle(core, False)
+    assert core.jobs[another].state.value == "Queued"    # GPU 0 is kept for the big job
+    core.on_exited(small, {"exit_code": 0})
+    settle(core, False)
+    assert core.jobs[big].state.value == "Running" and core.jobs[big].gpu_ids == [0, 1]
+
+
+def test_time_limit_times_out_and_cascades(tmp_path):
+    clock = FakeClock()
+    core = make_core(tmp_path, clock)
+    a = submit(core, time_limit={"secs": 60, "nanos": 0})
+    b = submit(core, depends_on_ids=[a], auto_cancel_on_dependency_failure=True)
+    settle(core, False)
+    assert core.next_deadline() == core.jobs[a].started_at + 60
+    clock.t += 59
+    core.enforce_time_limits()
+    assert core.jobs[a].state.value == "Running"
+    clock.t += 1
+    core.enforce_time_limits()
+    assert core.jobs[a].state.value == "Timeout"
+    assert core.launcher_outbox[-1][:3] == ("signal", a, "SIGINT")
+    assert core.jobs[b].reason == {"DependencyFailed": a}
+
+
+def test_state_survives_reload_through_the_store(tmp_path):
+    clock = FakeClock()
+    core = make_core(tmp_path, clock)
+    ids = [submit(core, gpus=9) for _ in range(3)]
+    core.handle("transition", {"id": ids[1], "action": "hold"})
+    core.store.commit()
+    again = make_core(tmp_path, clock)
+    assert [again.jobs[i].state.value for i in ids] == ["Queued", "Hold", "Queued"]
+    assert again.next_job_id == 4
+    assert again.queued == {ids[0], ids[2]} and again.held == {ids[1]}
