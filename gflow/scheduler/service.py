@@ -35,6 +35,7 @@ class SchedulerLoop:
         self.commit_failed = False
         self.boundary_at = None
         self.aps = None
+        self.snapshot_bytes = 0
 
     def start_timers(self) -> None:
         """APScheduler fires at every reservation start and end (a wake-up message)."""
@@ -172,13 +173,19 @@ class SchedulerLoop:
 
     def _maybe_snapshot(self, force: bool = False) -> None:
         store = self.core.store
-        due = (store.wal_bytes > SNAPSHOT_WAL_BYTES
+        # The WAL may grow to twice the snapshot before it is folded in, so snapshots
+        # cost O(1) amortised per change however large the state gets.
+        due = (store.wal_bytes > max(SNAPSHOT_WAL_BYTES, 2 * self.snapshot_bytes)
                or (store.wal_bytes and time.monotonic() - self.last_snapshot > SNAPSHOT_EVERY_SECS))
         if not (force or due) or self.commit_failed:
             return
         try:
             store.snapshot(self.core.snapshot_state())
             self.last_snapshot = time.monotonic()
+            try:
+                self.snapshot_bytes = os.path.getsize(store.snapshot_path)
+            except OSError:
+                pass
         except StoreError as exc:
             log.error("snapshot failed (the journal still holds every change): %s", exc)
 
@@ -209,9 +216,13 @@ def main(ctx: WorkerContext) -> None:
     core.load()
     log.info("state loaded: %d jobs, next id %d, mode %s", len(core.jobs), core.next_job_id,
              core.mode)
+    if core.load_note:
+        log.warning("while loading the state: %s", core.load_note)
     hub = Hub(ctx.address, ctx.authkey)
     loop = SchedulerLoop(core, hub, ctx.config)
     loop.start_timers()
+    if core.needs_snapshot:
+        loop._maybe_snapshot(force=True)
     try:
         loop.run(stop)
     finally:
