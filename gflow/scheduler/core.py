@@ -661,10 +661,19 @@ class SchedulerCore:
                 spec = r.gpu_spec
                 out.append(policy.ActiveReservation(
                     user=r.user, count=spec.get("count", 0),
-                    indices=tuple(spec.get("indices", ()))))
+                    indices=tuple(spec.get("indices", ())), until=self.format_clock(r.end_time)))
         return out
 
     last_pass_secs: Optional[float] = None
+
+    def format_clock(self, t: float) -> str:
+        """HH:MM in the configured timezone (local time when none is set)."""
+        from datetime import datetime
+        tz = None
+        if self.config.timezone:
+            from zoneinfo import ZoneInfo
+            tz = ZoneInfo(self.config.timezone)
+        return datetime.fromtimestamp(t, tz=tz).strftime("%H:%M")
 
     def run_pass(self) -> policy.Decision:
         started = time.perf_counter()

@@ -85,6 +85,7 @@ class ActiveReservation:
     user: str
     count: int = 0
     indices: tuple = ()
+    until: str = ""              # for the waiting reason, already formatted ("14:00")
 
 
 @dataclass
@@ -182,6 +183,13 @@ def plan(inp: PolicyInput) -> Decision:
                 total += max(0, count - owner_gpus_in_use.get(owner, 0))
         return total
 
+    def reserved_against(c: Candidate) -> str:
+        """Who holds GPUs this job may not take, for its waiting reason."""
+        for r in inp.reservations:
+            if r.user != c.user:
+                return f"GPUs reserved for {r.user}" + (f" until {r.until}" if r.until else "")
+        return ""
+
     def free_gpus_for(c: Candidate) -> list[Gpu]:
         out = []
         for g in allowed_gpus:
@@ -261,8 +269,11 @@ def plan(inp: PolicyInput) -> Decision:
             if protect_gpus or usable < c.gpus:
                 if not protect_gpus and inp.now - c.queued_since > inp.starvation_secs:
                     protect_gpus = True
-                if held_back and len(free) >= c.gpus:
-                    detail = f"waiting: {c.gpus} GPUs, {held_back} of {len(free)} free reserved"
+                reserved = reserved_against(c)
+                if reserved and (held_back or any(
+                        reserved_index_owner.get(g.index, c.user) != c.user
+                        and g.index not in exclusive_holder for g in allowed_gpus)):
+                    detail = f"waiting: {c.gpus} GPUs, {max(usable, 0)} free; {reserved}"
                 elif protect_gpus and usable >= c.gpus:
                     detail = "waiting: GPUs kept for a job that has waited too long"
                 else:

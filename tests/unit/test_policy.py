@@ -164,3 +164,9 @@ def test_property_no_gpu_handed_out_twice(specs, busy, n):
                 exclusive_taken.append(g)
     assert all(g not in exclusive_taken for g in shared_use)
     assert all(used <= 8000 for used in shared_use.values())
+
+
+def test_waiting_reason_names_the_reservation_owner():
+    res = [ActiveReservation(user="bob", indices=(0, 1), until="14:00")]
+    d = run([Candidate(id=1, user="alice", gpus=1)], reservations=res)
+    assert d.waiting[1][1] == "waiting: 1 GPUs, 0 free; GPUs reserved for bob until 14:00"
