@@ -189,9 +189,12 @@ def cmd_up(args) -> int:
             line = last_error_line(p.daemon_log, offset) or f"exit status {proc.returncode}"
             raise CommandError(line if "error" in line.lower() else f"gflowd: error: {line}")
         status, body = health(config)
-        if status == 200 and body and body.get("pid") == proc.pid:
+        if status in (200, 503) and body and body.get("pid") == proc.pid:
             print(f"gflowd started (pid {proc.pid}, http://{config.daemon.host}:"
                   f"{config.daemon.port}).")
+            if body.get("status") != "ok":
+                print(f"Warning: gflowd is in {body.get('status')} mode: {body.get('detail')}",
+                      file=sys.stderr)
             return 0
         time.sleep(0.05)
     raise CommandError(f"gflowd did not become healthy within {START_TIMEOUT_SECS:.0f}s; "
