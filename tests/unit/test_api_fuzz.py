@@ -1,0 +1,30 @@
+"""Schemathesis generates requests from /openapi.json; none may produce a server error."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+
+schemathesis = pytest.importorskip("schemathesis")
+from hypothesis import HealthCheck, settings  # noqa: E402
+from schemathesis.checks import not_a_server_error  # noqa: E402
+
+from gflow.api.app import create_app  # noqa: E402
+from test_api_routes import CoreBridge, FakeClock, make_core  # noqa: E402
+
+_tmp = Path(tempfile.mkdtemp(prefix="gflow-fuzz-"))
+_core = make_core(_tmp, FakeClock())
+_app = create_app(CoreBridge(_core))
+_client = _app.test_client()
+for _ in range(3):   # some jobs and a reservation, so ids in range hit real objects
+    _client.post("/jobs", json={"command": "x", "gpus": 9})
+schema = schemathesis.openapi.from_wsgi("/openapi.json", _app)
+
+
+@schema.parametrize()
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=list(HealthCheck))
+def test_no_server_errors(case):
+    case.call_and_validate(checks=[not_a_server_error])
