@@ -25,7 +25,11 @@ def main(ctx: WorkerContext, listen_socket: socket.socket) -> None:
     app = create_app(bridge, max_body_bytes=ctx.config.api.max_body_bytes)
     server = create_server(app, sockets=[listen_socket], threads=ctx.config.api.threads,
                            channel_timeout=120, connection_limit=1000, ident="gflowd",
-                           backlog=1024)
+                           backlog=1024,
+                           # Large job listings stay in memory instead of spilling to
+                           # a temporary file (waitress's default above 1 MB).
+                           outbuf_overflow=512 * 1024 * 1024,
+                           outbuf_high_watermark=512 * 1024 * 1024)
     stop = stop_event_on()
 
     def drain_and_exit() -> None:

@@ -95,6 +95,7 @@ class SchedulerCore:
         self.pass_needed = False
         self._wire_cache: dict[int, bytes] = {}
         self._cand_cache: dict[int, policy.Candidate] = {}
+        self._listing: Optional[bytes] = None      # GET /jobs without filters, encoded
         # Jobs submitted since the last pass: when nothing else changed, a pass only
         # has to place these (nothing was freed that the older queued jobs could use).
         self.new_since_pass: set[int] = set()
@@ -107,8 +108,9 @@ class SchedulerCore:
 
     def load(self) -> None:
         st = self.store.load()
-        for jid, wire in st.jobs.items():
-            job = job_from_wire(wire)
+        # self.jobs stays in ascending id order (ids only grow), so listings need no sort.
+        for jid in sorted(st.jobs):
+            job = job_from_wire(st.jobs[jid])
             self.jobs[job.id] = job
         for rid, wire in st.reservations.items():
             self.reservations[int(rid)] = reservation_from_wire(wire)
@@ -158,9 +160,14 @@ class SchedulerCore:
     def writable(self) -> bool:
         return self.mode != "read_only"
 
+    def changed(self, job_id: int) -> None:
+        """Forget what was derived from a job (its JSON, its candidate, the full listing)."""
+        self._wire_cache.pop(job_id, None)
+        self._cand_cache.pop(job_id, None)
+        self._listing = None
+
     def save_job(self, job: Job) -> None:
-        self._wire_cache.pop(job.id, None)
-        self._cand_cache.pop(job.id, None)
+        self.changed(job.id)
         self.store.append({"op": "job", "job": job_to_wire(job, with_env=True)})
 
     def save_meta(self, **meta) -> None:
@@ -333,6 +340,24 @@ class SchedulerCore:
             self._wire_cache[job.id] = cached
         return cached
 
+    @property
+    def cache_cold(self) -> bool:
+        return len(self._wire_cache) < len(self.jobs)
+
+    def warm_cache(self, budget: int = 2000) -> int:
+        """Encode up to `budget` jobs not yet in the wire cache (idle time work), so a
+        large listing never pays for encoding everything at once."""
+        done = 0
+        if not self.cache_cold:
+            return 0
+        for job in self.jobs.values():
+            if job.id not in self._wire_cache:
+                self.job_json(job)
+                done += 1
+                if done >= budget:
+                    break
+        return done
+
     def op_get_job(self, payload) -> Reply:
         job = self.jobs.get(payload.get("id"))
         if job is None:
@@ -358,7 +383,7 @@ class SchedulerCore:
             pool = sorted((self.jobs[i] for u in users for i in self.by_user.get(u, ())),
                           key=lambda j: j.id)
         else:
-            pool = [self.jobs[i] for i in sorted(self.jobs)]
+            pool = self.jobs.values()
         out = []
         for job in pool:
             if states is not None and job.state not in states:
@@ -372,6 +397,12 @@ class SchedulerCore:
         return out
 
     def op_list_jobs(self, payload) -> Reply:
+        if not any(payload.get(k) is not None for k in
+                   ("states", "users", "created_after", "ids", "limit", "offset")):
+            if self._listing is None:
+                self._listing = b"[" + b",".join(self.job_json(j)
+                                                 for j in self.jobs.values()) + b"]"
+            return Reply(200, self._listing)
         jobs = self.select_jobs(states=payload.get("states"), users=payload.get("users"),
                                 created_after=payload.get("created_after"),
                                 ids=payload.get("ids"))
@@ -615,7 +646,7 @@ class SchedulerCore:
                 else:
                     child.reason_detail = (f"dependency can never be met: job {bad} "
                                            "did not finish")
-                    self._wire_cache.pop(child.id, None)
+                    self.changed(child.id)
 
     # --- the scheduling pass -----------------------------------------------------
 
@@ -714,7 +745,7 @@ class SchedulerCore:
             job = self.jobs[job_id]
             if job.reason_detail != detail:
                 job.reason_detail = detail       # ephemeral: recomputed every pass
-                self._wire_cache.pop(job_id, None)
+                self.changed(job_id)
         for job_id, gpu_ids in decision.starts:
             job = self.jobs[job_id]
             job.gpu_ids = list(gpu_ids)

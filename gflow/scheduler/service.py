@@ -64,6 +64,8 @@ class SchedulerLoop:
         self.hub.inbox.put((None, ("reservation_boundary",)))
 
     def _timeout(self) -> float:
+        if self.core.cache_cold:
+            return 0.0          # idle time goes into encoding jobs, a chunk at a time
         now = time.time()
         wake = [self.next_periodic, self.next_gpu_poll]
         deadline = self.core.next_deadline()
@@ -84,6 +86,7 @@ class SchedulerLoop:
                         break
             except queue.Empty:
                 batch = []
+                core.warm_cache()
             replies = []
             for peer, msg in batch:
                 self._dispatch(peer, msg, replies)
