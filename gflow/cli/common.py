@@ -1,4 +1,5 @@
-"""What every command shares: config loading, the current user, error reporting, exit codes."""
+"""What every command shares: the argument parser, config loading, the current user, error
+reporting and exit codes (2 for usage errors, 1 for runtime errors)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ import os
 import sys
 from typing import Callable, Optional
 
+from gflow import COMPAT_VERSION, __version__
 from gflow.client import ApiError, Client, ConnectionFailed
 from gflow.errors import GflowError
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+U32_MAX = 2**32 - 1
 
 
 class CommandError(Exception):
-    """A runtime error of a command: printed as is, exit status 1."""
+    """A runtime error of a command: printed as is on stderr, exit status 1 (or `code`)."""
 
     def __init__(self, message: str, code: int = EXIT_RUNTIME):
         super().__init__(message)
@@ -26,9 +29,155 @@ def current_user() -> str:
     return os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
 
 
-def add_config_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="PATH", help=argparse.SUPPRESS)
+# --- argument parsing ----------------------------------------------------------------------
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's formatter without its `import shutil` (it runs on every add_argument)."""
+
+    def __init__(self, prog, indent_increment=2, max_help_position=28, width=None):
+        if width is None:
+            try:
+                width = int(os.environ["COLUMNS"])
+            except (KeyError, ValueError):
+                try:
+                    width = os.get_terminal_size(sys.__stdout__.fileno()).columns
+                except (AttributeError, ValueError, OSError):
+                    width = 80
+            width = max(width - 2, 20)
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr and exit status 2.
+
+    No abbreviated long options (clap has none: `--dry` is not `--dry-run`).
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def add_version(parser: argparse.ArgumentParser, tool: str) -> None:
+    parser.add_argument("-V", "--version", action="version",
+                        version=f"{tool} {__version__} (gflow {COMPAT_VERSION} compatible)",
+                        help="print the version")
+
+
+def add_config_arg(parser: argparse.ArgumentParser, sub: bool = False) -> None:
+    """0.4.13's hidden global `--config PATH` (valid before and after a subcommand)."""
+    parser.add_argument("--config", metavar="PATH", help=argparse.SUPPRESS,
+                        default=argparse.SUPPRESS if sub else None)
+
+
+def add_verbosity(parser: argparse.ArgumentParser, sub: bool = False) -> None:
+    """`-v/-q` as in 0.4.13 (they only change tracing output there; accepted, no effect)."""
+    default = argparse.SUPPRESS if sub else 0
+    parser.add_argument("-v", "--verbose", action="count", default=default,
+                        help="more output (accepted for compatibility)")
+    parser.add_argument("-q", "--quiet", action="count", default=default,
+                        help="less output (accepted for compatibility)")
+
+
+def add_completion_parser(sub) -> None:
+    p = sub.add_parser("completion", help="print a shell completion script",
+                       description="Print a completion script for bash, zsh or fish.")
+    p.add_argument("shell", metavar="SHELL", choices=COMPLETION_SHELLS,
+                   help="bash, zsh or fish")
+
+
+COMPLETION_SHELLS = ("bash", "zsh", "fish", "tcsh", "powershell")
+
+
+def special_command(parser: argparse.ArgumentParser, argv: list[str]) -> Optional[int]:
+    """`<tool> completion SHELL` and `<tool> help` for tools whose first positional is data
+    (gbatch, gcancel); None when argv is an ordinary command line."""
+    if not argv:
+        return None
+    if argv[0] == "help" and len(argv) == 1:
+        parser.print_help()
+        return EXIT_OK
+    if argv[0] == "completion":
+        if len(argv) != 2:
+            parser.error("usage: completion SHELL (one of: " + ", ".join(COMPLETION_SHELLS)
+                         + ")")
+        return print_completion(parser, argv[1])
+    return None
+
+
+def print_completion(parser: argparse.ArgumentParser, shell: str) -> int:
+    from gflow.cli.completion import generate
+    if shell not in COMPLETION_SHELLS:
+        parser.error(f"invalid shell '{shell}' for completion (one of: "
+                     + ", ".join(COMPLETION_SHELLS) + ")")
+    sys.stdout.write(generate(parser, shell))
+    return EXIT_OK
+
+
+def _bad(text: str, reason: str) -> argparse.ArgumentTypeError:
+    return argparse.ArgumentTypeError(f"invalid value '{text}': {reason}")
+
+
+def int_type(lo: int, hi: int, name: str = "int") -> Callable[[str], int]:
+    """An argparse type for an integer in lo..=hi whose errors name the value."""
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise _bad(text, "not a whole number") from None
+        if not lo <= value <= hi:
+            raise _bad(text, f"{value} is not in {lo}..={hi}")
+        return value
+
+    convert.__name__ = name
+    return convert
+
+
+u32 = int_type(0, U32_MAX, "u32")
+priority_type = int_type(0, 255, "priority")
+
+
+def parsed_type(fn: Callable) -> Callable[[str], object]:
+    """Wrap a gflow.parsing function: its ParseError becomes a usage error naming the value."""
+
+    def convert(text: str):
+        try:
+            return fn(text)
+        except GflowError as exc:
+            raise _bad(text, str(exc)) from None
+
+    convert.__name__ = getattr(fn, "__name__", "value")
+    return convert
+
+
+def lazy_parsed(name: str) -> Callable[[str], object]:
+    """parsed_type() for `gflow.parsing.<name>`, imported only when a value is given."""
+
+    def convert(text: str):
+        from gflow import parsing
+        return parsed_type(getattr(parsing, name))(text)
+
+    convert.__name__ = name
+    return convert
+
+
+class Once(argparse.Action):
+    """A value option that may be given once (clap: "cannot be used multiple times")."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, "_seen_" + self.dest, False):
+            parser.error(f"argument --{self.dest.replace('_', '-')}: "
+                         "cannot be used multiple times")
+        setattr(namespace, "_seen_" + self.dest, True)
+        setattr(namespace, self.dest, values)
+
+
+# --- configuration and the client ----------------------------------------------------------
 
 def load_config(path: Optional[str] = None, overrides: Optional[dict] = None):
     from gflow.config import load_config as _load
@@ -38,9 +187,49 @@ def load_config(path: Optional[str] = None, overrides: Optional[dict] = None):
     return config
 
 
-def client_for(args) -> Client:
-    return Client.from_config(load_config(getattr(args, "config", None)))
+_CONFIG_ENV = ("GFLOW_DAEMON_GPUS", "GFLOW_DAEMON_GPU_ALLOCATION_STRATEGY", "GFLOW_TIMEZONE")
 
+
+def _fast_address() -> Optional[tuple[str, int]]:
+    """(host, port) without importing gflow.config, when that gives the same answer.
+
+    Only when no config file exists and the environment holds nothing that gflow.config
+    would have to validate beyond a plain host and port; otherwise None (full load).
+    """
+    env = os.environ
+    if any((env.get(k) or "").strip() for k in _CONFIG_ENV):
+        return None
+    home = env.get("HOME")
+    if not home:
+        return None
+    xdg = env.get("XDG_CONFIG_HOME")
+    base = xdg if xdg and os.path.isabs(xdg) else os.path.join(home, ".config")
+    if os.path.exists(os.path.join(base, "gflow", "gflow.toml")):
+        return None
+    host = env.get("GFLOW_DAEMON_HOST")
+    if host is None or not host.strip():
+        host = "localhost"
+    elif host != host.strip():
+        return None
+    port_text = (env.get("GFLOW_DAEMON_PORT") or "").strip()
+    if not port_text:
+        return host, 59000
+    if not (port_text.isascii() and port_text.isdigit() and int(port_text) <= 65535):
+        return None
+    return host, int(port_text)
+
+
+def client_for(args) -> Client:
+    """The client for the configured daemon (the config file is read only if it exists)."""
+    path = getattr(args, "config", None)
+    if path is None:
+        address = _fast_address()
+        if address is not None:
+            return Client(*address)
+    return Client.from_config(load_config(path))
+
+
+# --- running a command ---------------------------------------------------------------------
 
 def guarded(fn: Callable[..., int]) -> Callable[..., int]:
     """Turn every expected failure into one or two clear lines and an exit status."""
@@ -67,9 +256,55 @@ def guarded(fn: Callable[..., int]) -> Callable[..., int]:
         except BrokenPipeError:
             # `gqueue | head`: the reader went away; not an error worth a traceback.
             try:
-                sys.stdout = open(os.devnull, "w")
-            except OSError:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            except (OSError, ValueError):
                 pass
             return EXIT_OK
 
     return wrapper
+
+
+def api_text(status: int, body) -> str:
+    from gflow.client import error_text
+    return error_text(status, body)
+
+
+def parse_value(fn: Callable, text: str, flag: str):
+    """Run a gflow.parsing function on a flag's value; a bad value is a runtime error (rc 1,
+    as 0.4.13 parses these after clap) naming the flag and the value."""
+    try:
+        return fn(text)
+    except GflowError as exc:
+        raise CommandError(f"Error: invalid value '{text}' for {flag}: {exc}") from None
+
+
+def parse_since(text: str, flag: str = "--since") -> int:
+    """`--since` of gqueue/gstats: 0.4.13's forms (`1h`, `2d`, `3w`, `today`, `yesterday`, a
+    Unix timestamp) plus ISO 8601 dates and times, which its help promised but it refused.
+    `today` is local midnight (0.4.13: UTC midnight)."""
+    import time
+    now = time.time()
+    s = text.strip().lower()
+    if s in ("today", "yesterday"):
+        lt = time.localtime(now)
+        day = lt.tm_mday - (1 if s == "yesterday" else 0)
+        return int(time.mktime((lt.tm_year, lt.tm_mon, day, 0, 0, 0, 0, 0, -1)))
+    from gflow.errors import ParseError
+    from gflow.parsing import parse_since as _since
+    try:
+        return _since(text, now)
+    except ParseError as exc:
+        from datetime import datetime
+        iso = text.strip()
+        if iso[-1:] in "zZ":
+            iso = iso[:-1] + "+00:00"
+        try:
+            return int(datetime.fromisoformat(iso).timestamp())
+        except ValueError:
+            pass
+        reason = str(exc)
+        if reason.startswith("Invalid time format."):
+            reason = ("expected 1h, 2d, 3w, today, yesterday, a Unix timestamp or an ISO 8601 "
+                      "date/time (2026-01-28 or 2026-01-28T14:00)")
+        raise CommandError(f"Error: invalid value '{text}' for {flag}: {reason}") from None

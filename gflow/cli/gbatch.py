@@ -1,101 +1,103 @@
-"""`gbatch`: submit a command, a script or stdin as one job, an array, or a parameter sweep."""
+"""`gbatch`: submit a command, a script or stdin as one job, an array, or a parameter sweep.
+
+Deliberate differences from 0.4.13 (spec/cli.md §15): an unknown option before the command
+is a usage error (0.4.13 swallowed `--foo echo` as the command, which then hung); a first
+word that contains `/` or ends in `.sh` but names no file and no program is refused
+(`gbatch nvidia-smi` stays a command); `# GFLOW --depends-on` in a script is honoured (the
+`gbatch new` template advertises it); other ignored or unknown directives are reported as a
+warning instead of silently swallowing the directives after them; `--auto-close` is
+accepted but there is no tmux session to close; the job gets the submitter's environment
+unless `--export=NONE` (DESIGN.md §2b).
+"""
 
 from __future__ import annotations
 
 import argparse
-import csv
-import itertools
 import os
 import sys
 import time
-import uuid
 from typing import Optional
 
 from gflow.cli.common import (
-    EXIT_USAGE, CommandError, add_config_arg, current_user, guarded, load_config,
+    EXIT_RUNTIME, CommandError, Once, Parser, add_config_arg, add_version, current_user,
+    guarded, load_config, parse_value, priority_type, special_command, u32,
 )
 from gflow.client import ApiError, Client
-from gflow.errors import ParseError
 
 DIRECTIVE = "# GFLOW"
 SUBCOMMANDS = ("new", "completion", "help")
+DIRECTIVE_DESTS = ("gpus", "shared", "priority", "conda_env", "time", "memory", "gpu_memory",
+                   "project", "depends_on")
 
 
-def _u32(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("invalid digit found in string") from None
-    if not 0 <= value <= 2**32 - 1:
-        raise argparse.ArgumentTypeError(f"{value} is not in 0..=4294967295")
-    return value
-
-
-def _priority(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("invalid digit found in string") from None
-    if not 0 <= value <= 255:
-        raise argparse.ArgumentTypeError(f"{value} is not in 0..=255")
-    return value
-
-
-def _parsed(fn):
-    def convert(text: str):
-        try:
-            return fn(text)
-        except ParseError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-    convert.__name__ = fn.__name__
-    return convert
+def _add_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--conda-env", metavar="CONDA_ENV", help="conda environment to activate")
+    p.add_argument("-g", "--gpus", "--gres", type=u32, metavar="NUMS",
+                   help="number of GPUs to request (default 0)")
+    p.add_argument("--shared", action="store_true",
+                   help="share GPUs with other shared jobs (needs --gpu-memory)")
+    p.add_argument("-p", "--priority", "--nice", type=priority_type, metavar="PRIORITY",
+                   help="0-255, higher runs first (default 10)")
+    deps = p.add_mutually_exclusive_group()
+    deps.add_argument("-d", "--depends-on", "--dependency", metavar="DEPENDS_ON",
+                      help="job id, or @ / @~N for your latest jobs")
+    deps.add_argument("--depends-on-all", metavar="DEPENDS_ON_ALL",
+                      help="comma list of ids (or @, @~N): all must finish")
+    deps.add_argument("--depends-on-any", metavar="DEPENDS_ON_ANY",
+                      help="comma list of ids (or @, @~N): one must finish")
+    p.add_argument("--no-auto-cancel", action="store_true",
+                   help="stay queued when a dependency fails (default: cancel)")
+    p.add_argument("--array", metavar="ARRAY", help="one job per task id: 1-10")
+    p.add_argument("-t", "--time", "--time-limit", "--timelimit", metavar="TIME",
+                   help="time limit: HH:MM:SS, MM:SS or MM (a single number is minutes)")
+    p.add_argument("-m", "--memory", "--max-mem", "--max-memory", metavar="MEMORY",
+                   help="host memory limit: 100G, 1024M or 512 (MB)")
+    p.add_argument("--gpu-memory", "--max-gpu-mem", "--max-gpu-memory", metavar="GPU_MEMORY",
+                   help="per-GPU memory limit: 24G, 4096M or 512 (MB)")
+    p.add_argument("-n", "--name", "--job-name", action=Once, metavar="NAME",
+                   help="job name (default gflow-job-<id>)")
+    p.add_argument("-J", action=Once, dest="name", metavar="NAME", help=argparse.SUPPRESS)
+    p.add_argument("--auto-close", action="store_true",
+                   help="accepted for 0.4.13 compatibility; jobs run without tmux, so there "
+                        "is no session to close")
+    p.add_argument("--param", action="append", default=[], metavar="PARAM",
+                   help="parameter sweep, repeatable: name=a,b,c or name=start:stop[:step]; "
+                        "{name} in the command is replaced")
+    p.add_argument("--dry-run", action="store_true", help="show what would be submitted")
+    p.add_argument("--max-concurrent", type=u32, metavar="MAX_CONCURRENT",
+                   help="at most N jobs of this array/sweep run at once")
+    p.add_argument("--param-file", metavar="PARAM_FILE",
+                   help="CSV file with a header row: one job per row")
+    p.add_argument("--name-template", metavar="NAME_TEMPLATE",
+                   help="job names for sweeps, e.g. lr_{lr}")
+    p.add_argument("-P", "--project", metavar="PROJECT", help="project code")
+    p.add_argument("--export", choices=["ALL", "NONE"], type=str.upper, default="ALL",
+                   help="ALL (default): the job gets your environment; NONE: the daemon's")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gflow.parsing import parse_memory_mb, parse_time_limit
-    p = argparse.ArgumentParser(
-        prog="gbatch", description="Submit a job (a command, a script, or a script on stdin).",
-        epilog="Subcommands: `gbatch new NAME` writes a job script template.")
-    p.add_argument("-c", "--conda-env", help="conda environment to activate")
-    p.add_argument("-g", "--gpus", "--gres", type=_u32, metavar="NUMS", help="GPUs to request")
-    p.add_argument("--shared", action="store_true", help="share GPUs (needs --gpu-memory)")
-    p.add_argument("-p", "--priority", "--nice", type=_priority, help="0-255, higher first")
-    deps = p.add_mutually_exclusive_group()
-    deps.add_argument("-d", "--depends-on", "--dependency", metavar="ID",
-                      help="job id, or @ / @~N for your latest jobs")
-    deps.add_argument("--depends-on-all", metavar="IDS", help="comma list: all must finish")
-    deps.add_argument("--depends-on-any", metavar="IDS", help="comma list: one must finish")
-    p.add_argument("--no-auto-cancel", action="store_true",
-                   help="stay queued when a dependency fails")
-    p.add_argument("--array", metavar="A-B", help="one job per task id A..B")
-    p.add_argument("-t", "--time", "--time-limit", "--timelimit", type=_parsed(parse_time_limit),
-                   metavar="TIME", help="time limit: HH:MM:SS, MM:SS or minutes")
-    p.add_argument("-m", "--memory", "--max-mem", "--max-memory", type=_parsed(parse_memory_mb),
-                   metavar="MEM", help="host memory limit: 512, 1024M, 2G")
-    p.add_argument("--gpu-memory", "--max-gpu-mem", "--max-gpu-memory",
-                   type=_parsed(parse_memory_mb), metavar="MEM", help="per-GPU memory limit")
-    p.add_argument("-n", "--name", "--job-name", "-J", metavar="NAME", help="job name")
-    p.add_argument("--auto-close", action="store_true",
-                   help="accepted for 0.4.13 compatibility (no tmux session to close)")
-    p.add_argument("--param", action="append", default=[], metavar="NAME=SPEC",
-                   help="parameter sweep: name=a,b,c or name=start:stop[:step]")
-    p.add_argument("--param-file", metavar="CSV", help="one job per CSV row")
-    p.add_argument("--name-template", metavar="TEMPLATE", help="job names from {param}s")
-    p.add_argument("--max-concurrent", type=_u32, metavar="N",
-                   help="at most N jobs of this submission run at once")
-    p.add_argument("-P", "--project", help="project code")
-    p.add_argument("--dry-run", action="store_true", help="show what would be submitted")
-    p.add_argument("--export", choices=["ALL", "NONE"], default="ALL",
-                   help="ALL (default): the job gets your environment; NONE: the daemon's")
+    p = Parser(
+        prog="gbatch", usage="gbatch [OPTIONS] [SCRIPT_OR_COMMAND]...",
+        description="Submit a job: a script, a command, or a script on stdin.",
+        epilog="Subcommands:\n"
+               "  gbatch new NAME               write a job script template NAME.sh\n"
+               "  gbatch completion SHELL       print a bash/zsh/fish completion script\n"
+               "Script directives: lines `# GFLOW --gpus=1` set --gpus, --shared, --priority,"
+               "\n  --conda-env, --time, --memory, --gpu-memory, --project, --depends-on\n"
+               "  (command-line values win).")
+    _add_options(p)
     add_config_arg(p)
+    add_version(p, "gbatch")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="SCRIPT_OR_COMMAND",
-                   help="a script file, or a command and its arguments")
+                   help="a script file, or a command and its arguments; - reads a script "
+                        "from stdin")
     return p
 
 
 # --- building jobs ------------------------------------------------------------------------
 
 def read_directives(path: str) -> list[str]:
+    """The whitespace-split tokens of every line that starts exactly with `# GFLOW`."""
     tokens: list[str] = []
     try:
         with open(path, errors="replace") as f:
@@ -107,87 +109,104 @@ def read_directives(path: str) -> list[str]:
     return tokens
 
 
-def apply_directives(args, tokens: list[str]) -> None:
+class _DirectiveParser(Parser):
+    def error(self, message: str):  # type: ignore[override]
+        raise CommandError(f"Error: invalid # GFLOW directive in {self.prog}: {message}")
+
+
+def apply_directives(args, tokens: list[str], script: str) -> None:
     """Script directives fill what the command line left unset (`--shared` is OR-ed)."""
     if not tokens:
         return
-    sub = argparse.ArgumentParser(add_help=False, exit_on_error=False)
-    full = build_parser()
+    full = Parser(prog=script, add_help=False)
+    _add_options(full)
+    sub = _DirectiveParser(prog=script, add_help=False)
     for action in full._actions:
-        if action.dest in ("gpus", "shared", "priority", "conda_env", "time", "memory",
-                           "gpu_memory", "project"):
+        if action.dest in DIRECTIVE_DESTS:
             sub._add_action(action)
-    try:
-        parsed, _unknown = sub.parse_known_args(tokens)
-    except (argparse.ArgumentError, SystemExit) as exc:
-        raise CommandError(f"Invalid # GFLOW directive in script: {exc}") from None
-    for dest in ("gpus", "priority", "conda_env", "time", "memory", "gpu_memory", "project"):
+    parsed, extra = sub.parse_known_args(tokens)
+    if extra:
+        print(f"Warning: ignoring `# GFLOW {' '.join(extra)}` in {script}: only --gpus, "
+              "--shared, --priority, --conda-env, --time, --memory, --gpu-memory, --project "
+              "and --depends-on are read from scripts", file=sys.stderr)
+    for dest in DIRECTIVE_DESTS:
+        if dest == "shared":
+            continue
         if getattr(args, dest) is None and getattr(parsed, dest, None) is not None:
+            if dest == "depends_on" and (args.depends_on_all or args.depends_on_any):
+                continue
             setattr(args, dest, getattr(parsed, dest))
     args.shared = args.shared or bool(getattr(parsed, "shared", False))
 
 
 def resolve_one(client: Optional[Client], text: str, user: str) -> int:
-    text = text.strip()
-    if not text:
-        raise CommandError("Dependency value cannot be empty")
-    if text.startswith("@"):
-        if client is None:
-            raise CommandError("internal: no client")
+    value = text.strip()
+    if not value:
+        raise CommandError("Error: Dependency value cannot be empty")
+    if value.startswith("@"):
         try:
-            return client.resolve(user, text)
+            return client.resolve(user, value)
         except ApiError as exc:
-            raise CommandError(f"Failed to resolve dependency '{text}': {exc}") from None
+            raise CommandError(f"Error: Failed to resolve dependency '{value}': {exc}") from None
     try:
-        value = int(text)
-        if not 0 <= value <= 2**32 - 1:
+        number = int(value)
+        if not 0 <= number <= 2**32 - 1 or not value.isdigit():
             raise ValueError
-        return value
+        return number
     except ValueError:
-        raise CommandError(f"Invalid dependency value: {text}") from None
+        raise CommandError(f"Error: Invalid dependency value: {value}") from None
 
 
-def resolve_list(client, text: str, user: str) -> list[int]:
+def resolve_list(client, text: str, user: str, flag: str) -> list[int]:
     items = [item.strip() for item in text.split(",") if item.strip()]
     if not items:
-        raise CommandError("Dependency list cannot be empty")
+        raise CommandError(f"Error: invalid value '{text}' for {flag}: "
+                           "Dependency list cannot be empty")
     out = []
     for item in items:
         if item.startswith("@"):
             out.append(resolve_one(client, item, user))
+        elif item.isdigit() and int(item) <= 2**32 - 1:
+            out.append(int(item))
         else:
-            try:
-                out.append(int(item))
-            except ValueError:
-                raise CommandError(f"Invalid dependency ID: {item}") from None
+            raise CommandError(f"Error: Invalid dependency ID: {item}")
     return out
 
 
 def param_combinations(args) -> list[dict]:
+    """Rows of --param-file (outer loop) × the cartesian product of the --params."""
+    import itertools
     from gflow.parsing import parse_param
     rows: list[dict] = [{}]
     if args.param_file:
+        import csv
         try:
             with open(args.param_file, newline="") as f:
                 reader = csv.reader(f)
                 header = next(reader, None)
                 if header is None:
-                    raise CommandError("CSV file must have a header row")
+                    raise CommandError("Error: CSV file must have a header row: "
+                                       f"{args.param_file}")
                 header = [h.strip() for h in header]
                 rows = []
-                for n, record in enumerate(reader, start=2):
+                for record in reader:
                     if not record:
                         continue
                     if len(record) != len(header):
-                        raise CommandError(f"CSV error: line {n} has {len(record)} fields, "
-                                           f"the header has {len(header)}")
+                        raise CommandError(
+                            f"Error: CSV error in {args.param_file}, line {reader.line_num}: "
+                            f"found a record with {len(record)} fields, but the header has "
+                            f"{len(header)}")
                     rows.append({h: v.strip() for h, v in zip(header, record)})
                 if not rows:
-                    raise CommandError("CSV file contains no data rows")
+                    raise CommandError(f"Error: CSV file contains no data rows: "
+                                       f"{args.param_file}")
         except OSError as exc:
-            raise CommandError(f"Failed to read parameter file: {exc.strerror}: "
-                               f"{args.param_file}") from None
-    cli = [parse_param(spec) for spec in args.param]
+            raise CommandError(f"Error: Failed to read parameter file '{args.param_file}': "
+                               f"{exc.strerror}") from None
+        except csv.Error as exc:
+            raise CommandError(f"Error: CSV error in {args.param_file}: {exc}") from None
+    cli = [parse_value(parse_param, spec, "--param") for spec in args.param]
     names = [name for name, _ in cli]
     combos = [dict(zip(names, values)) for values in itertools.product(*[v for _, v in cli])]
     return [{**row, **combo} for row in rows for combo in combos]
@@ -208,9 +227,9 @@ def base_job(args, user: str) -> dict:
         "depends_on": None, "depends_on_ids": [], "dependency_mode": None,
         "auto_cancel_on_dependency_failure": not args.no_auto_cancel, "task_id": None,
         "gpu_sharing_mode": "Shared" if args.shared else "Exclusive",
-        "gpu_memory_limit_mb": args.gpu_memory,
-        "time_limit": None if args.time is None else {"secs": args.time, "nanos": 0},
-        "memory_limit_mb": args.memory, "submitted_by": user, "redone_from": None,
+        "gpu_memory_limit_mb": args.gpu_memory_mb,
+        "time_limit": None if args.time_secs is None else {"secs": args.time_secs, "nanos": 0},
+        "memory_limit_mb": args.memory_mb, "submitted_by": user, "redone_from": None,
         "auto_close_tmux": bool(args.auto_close), "parameters": {}, "group_id": None,
         "max_concurrent": None, "run_name": args.name, "project": args.project,
         "state": "Queued", "gpu_ids": None, "submitted_at": None, "started_at": None,
@@ -227,32 +246,39 @@ def write_stdin_script(content: str) -> str:
     return path
 
 
+def _stdin_is_tty() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def split_target(args) -> tuple[Optional[str], Optional[str]]:
     """(script path, command) from the positionals and stdin, as 0.4.13 decides."""
     from gflow.parsing import shell_join
     words = list(args.command)
     if words and words[0] == "--":
         words = words[1:]
-    if words == ["-"] or (not words and not sys.stdin.isatty() and not args.param
-                          and not args.param_file):
-        content = sys.stdin.read()
+    sweep = bool(args.param or args.param_file)
+    if words == ["-"] or (not words and not sweep and sys.stdin is not None
+                          and not _stdin_is_tty()):
+        content = sys.stdin.read() if sys.stdin is not None else ""
         if not content.strip():
-            raise CommandError("No content provided via stdin")
+            raise CommandError("Error: No content provided via stdin")
         return write_stdin_script(content), None
     if not words:
-        if args.param or args.param_file:
+        if sweep:
             return None, ""
         raise CommandError(
-            "The following required arguments were not provided:\n  <SCRIPT_OR_COMMAND>...\n\n"
-            "Usage: gbatch <SCRIPT_OR_COMMAND>...\n       gbatch < script.sh\n       gbatch -\n\n"
-            "For more information, try 'gbatch --help'", code=EXIT_USAGE)
+            "Error: no script or command given. Usage: gbatch [OPTIONS] <SCRIPT_OR_COMMAND>..."
+            " | gbatch < script.sh | gbatch - (see gbatch --help)", code=EXIT_RUNTIME)
     first = words[0]
     if len(words) == 1 and os.path.isfile(first):
         return os.path.join(os.getcwd(), first), None
     if ("/" in first or first.endswith(".sh")) and not os.path.exists(first) \
             and not _on_path(first):
-        raise CommandError(f"Script not found: {first} (no such file; to run a command, "
-                           "check its spelling)")
+        raise CommandError(f"Error: script '{first}' not found: no such file (a command "
+                           "must name a program on PATH)")
     return None, shell_join(words)
 
 
@@ -277,116 +303,15 @@ def describe(job: dict, params: Optional[dict] = None) -> str:
 def new_script(name: str) -> int:
     from gflow.cli.templates import JOB_SCRIPT_TEMPLATE
     path = name if name.endswith(".sh") else name + ".sh"
-    if os.path.exists(path):
-        raise CommandError(f"File '{path}' already exists.")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o755)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o755)
+    except FileExistsError:
+        raise CommandError(f"File '{path}' already exists.") from None
+    except OSError as exc:
+        raise CommandError(f"Error: cannot create '{path}': {exc.strerror}") from None
     with os.fdopen(fd, "w") as f:
         f.write(JOB_SCRIPT_TEMPLATE)
-    return 0
-
-
-@guarded
-def main(argv: Optional[list[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command and args.command[0] in SUBCOMMANDS:
-        sub = args.command[0]
-        rest = args.command[1:]
-        if sub == "new":
-            if len(rest) != 1:
-                parser.error("usage: gbatch new NAME")
-            return new_script(rest[0])
-        if sub == "completion":
-            from gflow.cli.completion import print_completion
-            return print_completion(parser, rest)
-        parser.print_help()
-        return 0
-    if (args.param or args.param_file) and args.array:
-        which = "--param" if args.param else "--param-file"
-        raise CommandError(f"Cannot use both {which} and --array together")
-    script, command = split_target(args)
-    if script:
-        apply_directives(args, read_directives(script))
-    elif args.conda_env is None and os.environ.get("CONDA_DEFAULT_ENV"):
-        args.conda_env = os.environ["CONDA_DEFAULT_ENV"]
-    if args.shared and args.gpu_memory is None:
-        raise CommandError("Shared jobs must set a GPU memory limit. Use --gpu-memory "
-                           "(alias: --max-gpu-mem) with --shared.")
-    if args.project is not None:
-        args.project = args.project.strip() or None
-    config = load_config(args.config)
-    user = current_user()
-    client = Client.from_config(config)
-    job = base_job(args, user)
-    job["script"], job["command"] = script, command
-    if args.export == "ALL":
-        job["env"] = dict(os.environ)
-    if not args.dry_run:
-        check_project(config, job["project"])
-
-    def with_dependencies(j: dict) -> dict:
-        if args.depends_on is not None:
-            ids, mode = [resolve_one(client, args.depends_on, user)], "All"
-        elif args.depends_on_all is not None:
-            ids, mode = resolve_list(client, args.depends_on_all, user), "All"
-        elif args.depends_on_any is not None:
-            ids, mode = resolve_list(client, args.depends_on_any, user), "Any"
-        else:
-            return j
-        j["depends_on_ids"] = ids
-        j["dependency_mode"] = mode
-        j["depends_on"] = ids[0] if len(ids) == 1 else None
-        return j
-
-    jobs: list[dict] = []
-    shown_params: list[Optional[dict]] = []
-    if args.array:
-        from gflow.parsing import parse_array
-        start, end = parse_array(args.array)
-        for task in range(start, end + 1):
-            j = with_dependencies(dict(job, task_id=task))
-            jobs.append(j)
-            shown_params.append(None)
-        kind = "array job(s)"
-    elif args.param or args.param_file:
-        for params in param_combinations(args):
-            j = with_dependencies(dict(job, parameters=params))
-            if args.name_template:
-                j["run_name"] = render_name(args.name_template, params)
-            jobs.append(j)
-            shown_params.append(params)
-        kind = "batch job(s)"
-    else:
-        jobs.append(with_dependencies(job))
-        shown_params.append(None)
-        kind = "batch job"
-    if args.dry_run:
-        print(f"Would submit {len(jobs)} {kind}:")
-        for n, (j, params) in enumerate(zip(jobs, shown_params), start=1):
-            print(f"  [{n}] {describe(j, params)}")
-        return 0
-    if len(jobs) == 1 and not (args.array or args.param or args.param_file):
-        try:
-            reply = client.submit(jobs[0])
-        except ApiError as exc:
-            raise CommandError(f"Failed to add job: {exc}") from None
-        print(f"Submitted batch job {reply['id']} ({reply['run_name']})")
-        return 0
-    if args.max_concurrent is not None:
-        group = str(uuid.uuid4())
-        for j in jobs:
-            j["group_id"] = group
-            j["max_concurrent"] = args.max_concurrent
-    try:
-        replies = client.submit_batch(jobs)
-    except ApiError as exc:
-        raise CommandError(f"Failed to add batch jobs: {exc}") from None
-    if args.max_concurrent is not None and replies:
-        print(f"Submitted {len(replies)} batch jobs with group_id: {jobs[0]['group_id']}")
-        print(f"  (You can update the limit with: gctl set-limit {replies[0]['id']} <N>)")
-    for reply in replies:
-        print(f"Submitted batch job {reply['id']} ({reply['run_name']})")
+    os.chmod(path, 0o755)
     return 0
 
 
@@ -402,6 +327,129 @@ def check_project(config, project: Optional[str]) -> None:
     if policy.known_projects and project not in policy.known_projects:
         raise CommandError(f"Unknown project '{project}'. Known projects: "
                            + ", ".join(policy.known_projects))
+
+
+@guarded
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    special = special_command(parser, argv)
+    if special is not None:
+        return special
+    args = parser.parse_args(argv)
+    if args.command and args.command[0] in SUBCOMMANDS:
+        sub, rest = args.command[0], args.command[1:]
+        if sub == "new":
+            if len(rest) != 1:
+                parser.error("usage: gbatch new NAME")
+            return new_script(rest[0])
+        special = special_command(parser, args.command)
+        if special is not None:
+            return special
+        parser.error(f"unexpected arguments after '{sub}'")
+    if (args.param or args.param_file) and args.array:
+        which = "--param" if args.param else "--param-file"
+        raise CommandError(f"Error: Cannot use both {which} and --array together")
+    script, command = split_target(args)
+    if script:
+        apply_directives(args, read_directives(script), script)
+    elif args.conda_env is None and os.environ.get("CONDA_DEFAULT_ENV"):
+        args.conda_env = os.environ["CONDA_DEFAULT_ENV"]
+    from gflow.parsing import parse_memory_mb, parse_time_limit
+    args.time_secs = None if args.time is None else parse_value(parse_time_limit, args.time,
+                                                                 "--time")
+    args.memory_mb = None if args.memory is None else parse_value(parse_memory_mb, args.memory,
+                                                                   "--memory")
+    args.gpu_memory_mb = None if args.gpu_memory is None else parse_value(
+        parse_memory_mb, args.gpu_memory, "--gpu-memory")
+    if args.shared and args.gpu_memory_mb is None:
+        raise CommandError("Shared jobs must set a GPU memory limit. Use --gpu-memory "
+                           "(alias: --max-gpu-mem) with --shared.")
+    if args.project is not None:
+        args.project = args.project.strip() or None
+    config = load_config(args.config)
+    user = current_user()
+    client = Client.from_config(config)
+    job = base_job(args, user)
+    job["script"], job["command"] = script, command
+    if args.export == "ALL":
+        job["env"] = dict(os.environ)
+    if not args.dry_run:
+        check_project(config, job["project"])
+
+    resolved: dict = {}
+
+    def with_dependencies(j: dict) -> dict:
+        if "deps" not in resolved:  # resolve `@` once for the whole submission
+            if args.depends_on is not None:
+                resolved["deps"] = ([resolve_one(client, args.depends_on, user)], "All")
+            elif args.depends_on_all is not None:
+                resolved["deps"] = (resolve_list(client, args.depends_on_all, user,
+                                                 "--depends-on-all"), "All")
+            elif args.depends_on_any is not None:
+                resolved["deps"] = (resolve_list(client, args.depends_on_any, user,
+                                                 "--depends-on-any"), "Any")
+            else:
+                resolved["deps"] = None
+        if resolved["deps"] is None:
+            return j
+        ids, mode = resolved["deps"]
+        j["depends_on_ids"] = list(ids)
+        j["dependency_mode"] = mode
+        j["depends_on"] = ids[0] if len(ids) == 1 else None
+        return j
+
+    jobs: list[dict] = []
+    shown_params: list[Optional[dict]] = []
+    if args.array:
+        from gflow.parsing import parse_array
+        start, end = parse_value(parse_array, args.array, "--array")
+        for task in range(start, end + 1):
+            jobs.append(with_dependencies(dict(job, task_id=task)))
+            shown_params.append(None)
+        kind = "array job(s)"
+    elif args.param or args.param_file:
+        for params in param_combinations(args):
+            j = with_dependencies(dict(job, parameters=params))
+            if args.name_template:
+                j["run_name"] = render_name(args.name_template, params)
+            jobs.append(j)
+            shown_params.append(params)
+        kind = "batch job(s)"
+    else:
+        jobs.append(with_dependencies(job))
+        shown_params.append(None)
+        kind = "batch job"
+    if args.dry_run:
+        lines = [f"Would submit {len(jobs)} {kind}:"]
+        lines += [f"  [{n}] {describe(j, params)}"
+                  for n, (j, params) in enumerate(zip(jobs, shown_params), start=1)]
+        print("\n".join(lines))
+        return 0
+    if len(jobs) == 1 and not (args.array or args.param or args.param_file):
+        try:
+            reply = client.submit(jobs[0])
+        except ApiError as exc:
+            raise CommandError(f"Failed to add job: {exc}") from None
+        print(f"Submitted batch job {reply['id']} ({reply['run_name']})")
+        return 0
+    if args.max_concurrent is not None:
+        import uuid
+        group = str(uuid.uuid4())
+        for j in jobs:
+            j["group_id"] = group
+            j["max_concurrent"] = args.max_concurrent
+    try:
+        replies = client.submit_batch(jobs)
+    except ApiError as exc:
+        raise CommandError(f"Failed to add batch jobs: {exc}") from None
+    lines = []
+    if args.max_concurrent is not None and replies:
+        lines.append(f"Submitted {len(replies)} batch jobs with group_id: {jobs[0]['group_id']}")
+        lines.append(f"  (You can update the limit with: gctl set-limit {replies[0]['id']} <N>)")
+    lines += [f"Submitted batch job {r['id']} ({r['run_name']})" for r in replies]
+    print("\n".join(lines))
+    return 0
 
 
 if __name__ == "__main__":

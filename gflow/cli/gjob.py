@@ -1,4 +1,15 @@
-"""`gjob`: inspect and manage individual jobs (show, log, hold, release)."""
+"""`gjob`: inspect and manage individual jobs (attach, log, hold, release, update, show,
+redo, close-sessions).
+
+Deliberate differences from 0.4.13 (spec/cli.md §15): a missing job, a job in the wrong
+state and a refused update are errors with exit status 1 (0.4.13 printed them and exited 0);
+`--clear-*` flags of `update` really clear (0.4.13 sent null, which its daemon ignored);
+contradicting flags (`-e` with `--clear-conda-env`, `-d` with `--depends-on-any`, ...) are
+usage errors; jobs run without tmux, so `show` prints no `TmuxSession=` line, `attach`
+follows the live output (Ctrl-C detaches) and `close-sessions` has nothing to close; `redo`
+is done by the daemon in one step (POST /jobs/{id}/redo) and keeps the run name, project,
+all dependencies and the auto-cancel setting.
+"""
 
 from __future__ import annotations
 
@@ -9,30 +20,135 @@ from typing import Optional
 
 from gflow.cli import render
 from gflow.cli.common import (
-    CommandError, add_config_arg, client_for, current_user, guarded,
+    EXIT_USAGE, CommandError, Parser, add_completion_parser, add_config_arg, add_verbosity,
+    add_version, api_text, client_for, current_user, guarded, print_completion, priority_type,
+    u32,
 )
-from gflow.errors import ParseError
+
+ALIASES = {"a": "attach", "l": "log", "h": "hold", "r": "release", "u": "update", "s": "show",
+           "close": "close-sessions"}
+
+
+def _id_list_type(text: str) -> list[int]:
+    """clap's `Vec<u32>` with `,` as delimiter (gjob update -d)."""
+    out = []
+    for item in text.split(","):
+        out.append(u32(item))
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gjob", description="Inspect and manage jobs.")
+    p = Parser(prog="gjob", description="Inspect and manage jobs.")
+    add_verbosity(p)
     add_config_arg(p)
-    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
-    s = sub.add_parser("show", aliases=["s"], help="show a job's details")
+    add_version(p, "gjob")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=Parser)
+
+    def command(name: str, aliases: list[str], text: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, aliases=aliases, help=text, description=text)
+        add_verbosity(sp, sub=True)
+        add_config_arg(sp, sub=True)
+        return sp
+
+    a = command("attach", ["a"], "follow a running job's output live; Ctrl-C detaches (the job "
+                                 "keeps running; use gcancel to stop it)")
+    a.add_argument("job", metavar="JOB", help="job id, @ (your latest job) or @~N")
+    lg = command("log", ["l"], "print a job's output")
+    lg.add_argument("job", metavar="JOB", help="job id, @ (your latest job) or @~N")
+    lg.add_argument("-f", "--follow", action="store_true",
+                    help="keep printing new output until the job ends")
+    h = command("hold", ["h"], "hold queued jobs")
+    h.add_argument("job", metavar="JOB", help="job ids: 3, 1-5, 2,4")
+    r = command("release", ["r"], "release held jobs back to the queue")
+    r.add_argument("job", metavar="JOB", help="job ids: 3, 1-5, 2,4")
+
+    u = command("update", ["u"], "change queued or held jobs")
+    u.add_argument("job", metavar="JOB", help="job ids: 3, 1-5, 2,4")
+    u.add_argument("-c", "--command", metavar="CMD", help="new command")
+    u.add_argument("-s", "--script", metavar="PATH", help="new script")
+    u.add_argument("-g", "--gpus", type=u32, metavar="N", help="GPUs to request")
+    g = u.add_mutually_exclusive_group()
+    g.add_argument("-e", "--conda-env", metavar="ENV", help="conda environment")
+    g.add_argument("--clear-conda-env", action="store_true", help="no conda environment")
+    u.add_argument("-p", "--priority", type=priority_type, metavar="PRIORITY", help="0-255")
+    g = u.add_mutually_exclusive_group()
+    g.add_argument("-t", "--time-limit", metavar="TIME",
+                   help="time limit: HH:MM:SS, MM:SS or minutes")
+    g.add_argument("--clear-time-limit", action="store_true", help="no time limit")
+    g = u.add_mutually_exclusive_group()
+    g.add_argument("-m", "--memory-limit", metavar="MEM", help="memory limit: 512, 1024M, 2G")
+    g.add_argument("--clear-memory-limit", action="store_true", help="no memory limit")
+    g = u.add_mutually_exclusive_group()
+    g.add_argument("--gpu-memory", "--max-gpu-mem", metavar="MEM",
+                   help="per-GPU memory limit")
+    g.add_argument("--clear-gpu-memory-limit", action="store_true",
+                   help="no per-GPU memory limit")
+    g = u.add_mutually_exclusive_group()
+    g.add_argument("-d", "--depends-on", type=_id_list_type, metavar="IDS",
+                   help="comma list of job ids (all must finish)")
+    g.add_argument("--depends-on-all", type=_id_list_type, metavar="IDS",
+                   help="comma list of job ids: all must finish")
+    g.add_argument("--depends-on-any", type=_id_list_type, metavar="IDS",
+                   help="comma list of job ids: one must finish")
+    g = u.add_mutually_exclusive_group()
+    g.add_argument("--auto-cancel-on-dep-failure", action="store_true",
+                   help="cancel the job when a dependency fails")
+    g.add_argument("--no-auto-cancel-on-dep-failure", action="store_true",
+                   help="keep the job queued when a dependency fails")
+    g = u.add_mutually_exclusive_group()
+    g.add_argument("--max-concurrent", type=int_type_usize, metavar="N",
+                   help="at most N jobs of the job's group run at once")
+    g.add_argument("--clear-max-concurrent", action="store_true",
+                   help="no limit for the job's group")
+    u.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="parameter (repeatable; replaces all parameters)")
+
+    s = command("show", ["s"], "show the details of jobs")
     s.add_argument("job", metavar="JOB", help="job ids: 3, 1-5, 2,4")
-    lg = sub.add_parser("log", aliases=["l"], help="print a job's output")
-    lg.add_argument("job", metavar="JOB", help="job id, @ or @~N")
-    lg.add_argument("-f", "--follow", action="store_true", help="follow a running job's log")
-    h = sub.add_parser("hold", aliases=["h"], help="hold queued jobs")
-    h.add_argument("job", metavar="JOB")
-    r = sub.add_parser("release", aliases=["r"], help="release held jobs")
-    r.add_argument("job", metavar="JOB")
-    for sp in (s, lg, h, r):
-        add_config_arg(sp)
+
+    rd = command("redo", [], "submit a finished job again")
+    rd.add_argument("job", metavar="JOB", help="job id, @ (your latest job) or @~N")
+    rd.add_argument("-g", "--gpus", type=u32, metavar="N", help="GPUs to request")
+    rd.add_argument("-p", "--priority", type=priority_type, metavar="PRIORITY", help="0-255")
+    g = rd.add_mutually_exclusive_group()
+    g.add_argument("-d", "--depends-on", metavar="ID", help="depend on this job (id, @, @~N)")
+    g.add_argument("--clear-deps", action="store_true", help="drop the dependencies")
+    rd.add_argument("-t", "--time", metavar="TIME", help="time limit: HH:MM:SS, MM:SS or minutes")
+    rd.add_argument("-m", "--memory", metavar="MEM", help="memory limit: 512, 1024M, 2G")
+    rd.add_argument("--gpu-memory", "--max-gpu-mem", metavar="MEM", help="per-GPU memory limit")
+    rd.add_argument("-e", "--conda-env", metavar="ENV", help="conda environment")
+    rd.add_argument("--cascade", action="store_true",
+                    help="also redo the jobs that were cancelled because this one failed")
+
+    c = command("close-sessions", ["close"],
+                "accepted for 0.4.13 compatibility: jobs run without tmux, so there are no "
+                "sessions to close")
+    c.add_argument("-j", "--jobs", metavar="IDS", help="job ids")
+    c.add_argument("-s", "--state", metavar="STATE", help="comma list of states")
+    c.add_argument("-p", "--pattern", metavar="PATTERN", help="session name substring")
+    c.add_argument("-a", "--all", action="store_true", help="all sessions")
+
+    add_completion_parser(sub)
+    sub.add_parser("help", help="print this help")
     return p
 
 
+def int_type_usize(text: str) -> int:
+    from gflow.cli.common import int_type
+    return int_type(0, 2**64 - 1, "usize")(text)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def _runtime_parse(fn_name: str, text: str, flag: str):
+    from gflow import parsing
+    from gflow.cli.common import parse_value
+    return parse_value(getattr(parsing, fn_name), text, flag)
+
+
 def resolve_ref(client, text: str) -> int:
+    """A single job reference: an id, `@` or `@~N` (resolved by the daemon)."""
+    from gflow.errors import ParseError
     from gflow.parsing import parse_job_ref
     try:
         ref = parse_job_ref(text)
@@ -40,22 +156,42 @@ def resolve_ref(client, text: str) -> int:
         raise CommandError(f"Error: {exc}") from None
     if isinstance(ref, int):
         return ref
+    from gflow.client import ApiError
     try:
         return client.resolve(current_user(), ref)
-    except Exception as exc:
-        raise CommandError(f"Failed to resolve job ID '{text}': {exc}") from None
+    except ApiError as exc:
+        raise CommandError(f"Error: Failed to resolve job ID '{text.strip()}': {exc}") from None
 
 
 def id_list(text: str) -> list[int]:
-    from gflow.parsing import parse_id_list
-    try:
-        return parse_id_list(text)
-    except ParseError as exc:
-        raise CommandError(f"Error: {exc}") from None
+    return _runtime_parse("parse_id_list", text, "JOB")
 
 
 def local_time(t: float) -> str:
     return time.strftime("%m/%d-%H:%M:%S", time.localtime(t))
+
+
+def get_job(client, job_id: int) -> dict:
+    job = client.get_job(job_id)
+    if job is None:
+        raise CommandError(f"Error: Job {job_id} not found")
+    return job
+
+
+# --- show ------------------------------------------------------------------------------------
+
+def substitute(command: str, params: dict) -> tuple[str, list[str]]:
+    import re
+    missing: list[str] = []
+
+    def repl(m):
+        name = m.group(1)
+        if name in params:
+            return str(params[name])
+        missing.append(name)
+        return m.group(0)
+
+    return re.sub(r"\{([a-zA-Z_][a-zA-Z0-9_]*)\}", repl, command), missing
 
 
 def show_lines(job: dict, now: float) -> list[str]:
@@ -77,14 +213,7 @@ def show_lines(job: dict, now: float) -> list[str]:
     if command is not None:
         if "{" in command and params:
             out.append(f"  Command(template)={command}")
-            actual = command
-            missing = []
-            import re
-            for name in re.findall(r"\{([a-zA-Z_][a-zA-Z0-9_]*)\}", command):
-                if name in params:
-                    actual = actual.replace("{" + name + "}", params[name])
-                else:
-                    missing.append(name)
+            actual, missing = substitute(command, params)
             out.append(f"  Command(actual)={actual}" if not missing else
                        f"  Command(actual)=Error: Missing parameter values: {', '.join(missing)}")
         else:
@@ -129,7 +258,8 @@ def show_lines(job: dict, now: float) -> list[str]:
         out.append(line)
     if started is not None:
         if finished is None:
-            out.append(f"  Started={local_time(started)} (running {render.hms(now - started)} so far)")
+            out.append(f"  Started={local_time(started)} "
+                       f"(running {render.hms(now - started)} so far)")
         else:
             out.append(f"  Started={local_time(started)}")
     if finished is not None:
@@ -147,6 +277,7 @@ def cmd_show(client, args) -> int:
             print("\n" + "=" * 80 + "\n")
         job = client.get_job(job_id)
         if job is None:
+            sys.stdout.flush()
             print(f"Error: Job {job_id} not found", file=sys.stderr)
             rc = 1
             continue
@@ -154,16 +285,24 @@ def cmd_show(client, args) -> int:
     return rc
 
 
-def cmd_log(client, args) -> int:
-    job_id = resolve_ref(client, args.job)
+# --- log and attach --------------------------------------------------------------------------
+
+def log_path(client, job_id: int) -> str:
     status, path = client.request("GET", f"/jobs/{job_id}/log")
-    if status != 200 or not isinstance(path, str):
-        print(f"Log for job {job_id} is not available.", file=sys.stderr)
-        return 1
+    if status == 200 and isinstance(path, str):
+        return path
+    if status == 404 and client.get_job(job_id) is None:
+        raise CommandError(f"Error: Job {job_id} not found")
+    if status == 404:
+        raise CommandError(f"Log for job {job_id} is not available.")
+    raise CommandError(f"Error: {api_text(status, path)}")
+
+
+def copy_log(client, job_id: int, path: str, follow: bool) -> int:
     try:
         f = open(path, "rb")
     except OSError as exc:
-        raise CommandError(f"Failed to open log file '{path}' for job {job_id}: "
+        raise CommandError(f"Error: Failed to open log file '{path}' for job {job_id}: "
                            f"{exc.strerror}") from None
     out = sys.stdout.buffer
     with f:
@@ -173,16 +312,52 @@ def cmd_log(client, args) -> int:
                 out.write(chunk)
                 continue
             out.flush()
-            if not args.follow:
+            if not follow:
                 return 0
             job = client.get_job(job_id)
-            if job is None or job.get("state") not in ("Running", "Queued", "Hold"):
-                rest = f.read()
-                out.write(rest)
+            if job is None or job.get("state") not in render.ACTIVE:
+                out.write(f.read())
                 out.flush()
                 return 0
             time.sleep(0.25)
 
+
+def cmd_log(client, args) -> int:
+    job_id = resolve_ref(client, args.job)
+    if args.follow:
+        # a queued job has no log yet: wait for it to start
+        while True:
+            job = get_job(client, job_id)
+            status, path = client.request("GET", f"/jobs/{job_id}/log")
+            if status == 200 and isinstance(path, str):
+                break
+            if job.get("state") not in ("Queued", "Hold"):
+                return copy_log(client, job_id, log_path(client, job_id), True)
+            time.sleep(0.5)
+        return copy_log(client, job_id, path, True)
+    return copy_log(client, job_id, log_path(client, job_id), False)
+
+
+def cmd_attach(client, args) -> int:
+    job_id = resolve_ref(client, args.job)
+    job = get_job(client, job_id)
+    state = job.get("state")
+    if state != "Running":
+        hint = (f"use `gjob log -f {job_id}` to wait for its output" if state in ("Queued", "Hold")
+                else f"use `gjob log {job_id}` to see its output")
+        raise CommandError(f"Error: Job {job_id} is not running (state {state}); {hint}")
+    name = job.get("run_name") or f"gflow-job-{job_id}"
+    print(f"Attaching to job {job_id} ({name}): following its output; press Ctrl-C to detach "
+          "(the job keeps running).", file=sys.stderr)
+    try:
+        return copy_log(client, job_id, log_path(client, job_id), True)
+    except KeyboardInterrupt:
+        sys.stdout.flush()
+        print(f"\nDetached from job {job_id}; it keeps running.", file=sys.stderr)
+        return 0
+
+
+# --- hold / release --------------------------------------------------------------------------
 
 def cmd_hold_release(client, args, hold: bool) -> int:
     rc = 0
@@ -202,28 +377,221 @@ def cmd_hold_release(client, args, hold: bool) -> int:
             continue
         status, body = client.action(job_id, action)
         if status != 200:
-            from gflow.client import error_text
-            print(f"Error: {error_text(status, body)}", file=sys.stderr)
+            print(f"Error: {api_text(status, body)}", file=sys.stderr)
             rc = 1
             continue
         print(f"Job {job_id} put on hold." if hold else f"Job {job_id} released back to queue.")
     return rc
 
 
+# --- update ----------------------------------------------------------------------------------
+
+def update_body(args) -> dict:
+    import os
+    body: dict = {}
+    if args.command is not None:
+        body["command"] = args.command
+    if args.script is not None:
+        path = os.path.abspath(args.script)
+        if not os.path.isfile(path):
+            raise CommandError(f"Error: invalid value '{args.script}' for --script: "
+                               "no such file")
+        body["script"] = path
+    if args.gpus is not None:
+        body["gpus"] = args.gpus
+    if args.conda_env is not None:
+        body["conda_env"] = args.conda_env
+    elif args.clear_conda_env:
+        body["conda_env"] = None
+    if args.priority is not None:
+        body["priority"] = args.priority
+    if args.param is not None:
+        params = {}
+        for item in args.param:
+            if "=" not in item:
+                raise CommandError(f"Invalid parameter format '{item}'. Expected KEY=VALUE")
+            key, value = item.split("=", 1)
+            params[key] = value
+        body["parameters"] = params
+    if args.time_limit is not None:
+        secs = _runtime_parse("parse_time_limit", args.time_limit, "--time-limit")
+        body["time_limit"] = {"secs": secs, "nanos": 0}
+    elif args.clear_time_limit:
+        body["time_limit"] = None
+    if args.memory_limit is not None:
+        body["memory_limit_mb"] = _runtime_parse("parse_memory_mb", args.memory_limit,
+                                                 "--memory-limit")
+    elif args.clear_memory_limit:
+        body["memory_limit_mb"] = None
+    if args.gpu_memory is not None:
+        body["gpu_memory_limit_mb"] = _runtime_parse("parse_memory_mb", args.gpu_memory,
+                                                     "--gpu-memory")
+    elif args.clear_gpu_memory_limit:
+        body["gpu_memory_limit_mb"] = None
+    for ids, mode in ((args.depends_on_all, "All"), (args.depends_on_any, "Any"),
+                      (args.depends_on, "All")):
+        if ids is not None:
+            body["depends_on_ids"] = sorted(set(ids), key=ids.index)
+            body["dependency_mode"] = mode
+            break
+    if args.auto_cancel_on_dep_failure:
+        body["auto_cancel_on_dependency_failure"] = True
+    elif args.no_auto_cancel_on_dep_failure:
+        body["auto_cancel_on_dependency_failure"] = False
+    if args.max_concurrent is not None:
+        body["max_concurrent"] = args.max_concurrent
+    elif args.clear_max_concurrent:
+        body["max_concurrent"] = None
+    return body
+
+
+def cmd_update(client, args) -> int:
+    body = update_body(args)
+    if not body:
+        raise CommandError("No updates specified. Use --help to see available options.")
+    rc = 0
+    for job_id in id_list(args.job):
+        status, reply = client.request("PATCH", f"/jobs/{job_id}", body)
+        if status != 200:
+            print(f"Error updating job {job_id}: Failed to update job: "
+                  f"{api_text(status, reply)}", file=sys.stderr)
+            rc = 1
+            continue
+        print(f"Job {job_id} updated successfully.")
+        fields = reply.get("updated_fields") if isinstance(reply, dict) else None
+        if fields:
+            print("  UpdatedFields=" + ", ".join(fields))
+    return rc
+
+
+# --- redo ------------------------------------------------------------------------------------
+
+def cmd_redo(client, args) -> int:
+    job_id = resolve_ref(client, args.job)
+    overrides: dict = {}
+    if args.gpus is not None:
+        overrides["gpus"] = args.gpus
+    if args.priority is not None:
+        overrides["priority"] = args.priority
+    if args.time is not None:
+        overrides["time_limit"] = {"secs": _runtime_parse("parse_time_limit", args.time,
+                                                          "--time"), "nanos": 0}
+    if args.memory is not None:
+        overrides["memory_limit_mb"] = _runtime_parse("parse_memory_mb", args.memory, "--memory")
+    if args.gpu_memory is not None:
+        overrides["gpu_memory_limit_mb"] = _runtime_parse("parse_memory_mb", args.gpu_memory,
+                                                          "--gpu-memory")
+    if args.conda_env is not None:
+        overrides["conda_env"] = args.conda_env
+    if args.clear_deps:
+        overrides["clear_deps"] = True
+    elif args.depends_on is not None:
+        overrides["depends_on"] = resolve_ref(client, args.depends_on)
+    job = client.get_job(job_id)
+    if job is None:
+        raise CommandError(f"Job {job_id} not found.")
+    state = job.get("state")
+    if state == "Running":
+        raise CommandError(f"Job {job_id} is still running. Wait for it to finish or cancel "
+                           "it first.")
+    if state in ("Queued", "Hold"):
+        raise CommandError(f"Job {job_id} is still in {state} state. Use `gjob update` to "
+                           "modify its parameters.")
+    status, reply = client.request("POST", f"/jobs/{job_id}/redo",
+                                   {"overrides": overrides, "cascade": bool(args.cascade),
+                                    "submitted_by": current_user()})
+    if status not in (200, 201) or not isinstance(reply, dict):
+        raise CommandError(f"Error: Failed to resubmit job {job_id}: {api_text(status, reply)}")
+    lines = [f"Resubmitting job {job_id} with parameters:"]
+    if job.get("script"):
+        lines.append(f"  Script={job['script']}")
+    if job.get("command"):
+        lines.append(f"  Command={job['command']}")
+    lines.append(f"  GPUs={overrides.get('gpus', job.get('gpus', 0))}")
+    if job.get("gpu_sharing_mode") == "Shared":
+        lines.append("  GPUSharing=shared")
+    lines.append(f"  Priority={overrides.get('priority', job.get('priority', 10))}")
+    conda = overrides.get("conda_env", job.get("conda_env"))
+    if conda:
+        lines.append(f"  CondaEnv={conda}")
+    limit = (overrides["time_limit"]["secs"] if "time_limit" in overrides
+             else render.wire_duration(job.get("time_limit")))
+    if limit is not None:
+        lines.append(f"  TimeLimit={render.hms(limit)}")
+    mem = overrides.get("memory_limit_mb", job.get("memory_limit_mb"))
+    if mem is not None:
+        lines.append(f"  MemoryLimit={render.format_memory(mem)}")
+    gmem = overrides.get("gpu_memory_limit_mb", job.get("gpu_memory_limit_mb"))
+    if gmem is not None:
+        lines.append(f"  GPUMemoryLimit={render.format_memory(gmem)}")
+    if args.clear_deps:
+        lines.append("  Dependencies=(cleared)")
+    elif "depends_on" in overrides:
+        lines.append(f"  DependsOn={overrides['depends_on']}")
+    else:
+        deps = list(job.get("depends_on_ids") or [])
+        if job.get("depends_on") is not None and job["depends_on"] not in deps:
+            deps.append(job["depends_on"])
+        if deps:
+            lines.append("  DependsOn=" + ",".join(map(str, deps)))
+    params = job.get("parameters") or {}
+    if params:
+        lines.append("  Parameters:")
+        lines.extend(f"  {k}={params[k]}" for k in sorted(params))
+    lines += ["", f"Submitted batch job {reply['id']} ({reply.get('run_name')})"]
+    if args.cascade:
+        cascaded = reply.get("cascaded") or []
+        if cascaded:
+            lines += ["", f"Cascading to {len(cascaded)} dependent job(s)..."]
+            lines += [f"  Job {c['from']} → Job {c['id']} ({c.get('run_name')})"
+                      for c in cascaded]
+            lines += ["", "Cascade complete."]
+        else:
+            lines += ["", "No dependent jobs to cascade."]
+    print("\n".join(lines))
+    return 0
+
+
+# --- close-sessions --------------------------------------------------------------------------
+
+def cmd_close_sessions(client, args) -> int:
+    if args.state is not None:
+        for item in args.state.split(","):
+            try:
+                render.parse_state(item)
+            except ValueError:
+                raise CommandError(f"gjob close-sessions: error: invalid value '{item}' for "
+                                   f"--state (use {render.STATE_HELP})", EXIT_USAGE) from None
+    if args.jobs is not None:
+        id_list(args.jobs)
+    print("gjob close-sessions: jobs run without tmux here, so there are no sessions to close.",
+          file=sys.stderr)
+    return 0
+
+
 @guarded
 def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    cmd = ALIASES.get(args.cmd, args.cmd)
+    if cmd is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    if cmd == "completion":
+        return print_completion(parser, args.shell)
+    if cmd == "help":
+        parser.print_help()
+        return 0
+    if cmd == "close-sessions":
+        return cmd_close_sessions(None, args)
     client = client_for(args)
-    cmd = args.cmd
-    if cmd in ("show", "s"):
-        return cmd_show(client, args)
-    if cmd in ("log", "l"):
-        return cmd_log(client, args)
-    if cmd in ("hold", "h"):
-        return cmd_hold_release(client, args, hold=True)
-    if cmd in ("release", "r"):
-        return cmd_hold_release(client, args, hold=False)
-    raise CommandError(f"unknown command {cmd}", code=2)
+    handler = {"show": cmd_show, "log": cmd_log, "attach": cmd_attach, "update": cmd_update,
+               "redo": cmd_redo}.get(cmd)
+    if handler is not None:
+        return handler(client, args)
+    if cmd in ("hold", "release"):
+        return cmd_hold_release(client, args, hold=cmd == "hold")
+    raise CommandError(f"unknown command {cmd}", code=EXIT_USAGE)
 
 
 if __name__ == "__main__":

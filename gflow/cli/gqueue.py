@@ -1,104 +1,169 @@
-"""`gqueue`: list jobs as 0.4.13 does (tables, formats, groups, trees, JSON/CSV)."""
+"""`gqueue`: list jobs as 0.4.13 does (tables, formats, groups, trees, JSON/CSV/YAML).
+
+Deliberate differences from 0.4.13 (spec/cli.md §15): `-n` also limits with `-a`; `-g`
+shows held jobs; `-j` takes ranges; unknown `-s` state names and bad `-j` items are errors
+instead of being dropped (which could silently remove the filter); `--since` also takes
+ISO 8601 and `today` is local midnight; `-T` lists jobs with a live process (Running: we
+run jobs without tmux, so there is no `○` session mark); `-o json|csv|yaml` print an empty
+document rather than `No jobs found.`; colour only on a terminal and never with NO_COLOR.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Optional
 
 from gflow.cli import render
-from gflow.cli.common import CommandError, add_config_arg, client_for, current_user, guarded
+from gflow.cli.common import (
+    CommandError, Parser, add_completion_parser, add_config_arg, add_version, client_for,
+    current_user, guarded, parse_since, print_completion,
+)
 
 DEFAULT_FORMAT = "JOBID,NAME,ST,TIME,NODES,NODELIST(REASON)"
-ACTIVE = ("Queued", "Hold", "Running")
-COMPLETED = ("Finished", "Failed", "Cancelled", "Timeout")
-STATE_ORDER = ("Queued", "Hold", "Running", "Finished", "Failed", "Cancelled", "Timeout")
+STATE_ORDER = render.STATES
 GROUP_ORDER = ("Running", "Queued", "Hold", "Finished", "Failed", "Cancelled", "Timeout")
 OUTPUTS = ("table", "json", "csv", "yaml")
+COLUMNS = ("JOBID", "NAME", "ST", "TIME", "NODES", "NODELIST(REASON)", "TIMELIMIT", "MEMORY",
+           "USER", "PROJECT")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gqueue", description="List jobs in the queue.")
-    p.add_argument("-u", "--user", "--users", help="comma list of users; `all` for everyone")
-    p.add_argument("-n", "--limit", type=int, default=0,
+    p = Parser(prog="gqueue", description="List jobs (by default your queued, held and "
+                                          "running jobs).",
+               epilog="Columns for -f: " + ",".join(COLUMNS) + "\n"
+                      "Examples: gqueue -a -t | gqueue -s R,PD -u all | gqueue -o json")
+    p.add_argument("-u", "--user", "--users", metavar="USER",
+                   help="comma list of users; `all` or `*` for everyone (default: you)")
+    p.add_argument("-n", "--limit", type=_i32, default=0, metavar="LIMIT",
                    help="show the first N jobs (negative: the last N); 0 shows all")
-    when = p.add_mutually_exclusive_group()
-    when.add_argument("-a", "--all", action="store_true", help="include finished jobs")
-    when.add_argument("-c", "--completed", action="store_true", help="only finished jobs")
-    p.add_argument("--since", help="submitted since: 1h, 2d, 3w, today, yesterday, unix time")
-    p.add_argument("-r", "--sort", default="id",
-                   help="id, state, time, name, gpus (or nodes), priority")
-    p.add_argument("-s", "--states", help="comma list of states (Queued or PD, Running or R...)")
-    p.add_argument("-j", "--jobs", "--job", help="comma list of job ids")
-    p.add_argument("-N", "--names", help="comma list of job names")
-    p.add_argument("-P", "--project", help="only this project")
-    p.add_argument("-f", "--format", default=DEFAULT_FORMAT,
-                   help="columns: JOBID,NAME,ST,TIME,NODES,NODELIST(REASON),TIMELIMIT,MEMORY,"
-                        "USER,PROJECT")
-    p.add_argument("-g", "--group", action="store_true", help="group by state")
-    p.add_argument("-t", "--tree", action="store_true", help="show dependencies as a tree")
+    p.add_argument("-a", "--all", action="store_true",
+                   help="include finished, failed, cancelled and timed-out jobs")
+    p.add_argument("-c", "--completed", action="store_true",
+                   help="only finished, failed, cancelled and timed-out jobs")
+    p.add_argument("--since", metavar="SINCE",
+                   help="submitted since: 1h, 2d, 3w, today, yesterday, a Unix timestamp or "
+                        "an ISO 8601 date/time")
+    p.add_argument("-r", "--sort", default="id", metavar="SORT",
+                   help="id (default), state, time, name, gpus (or nodes), priority")
+    p.add_argument("-s", "--states", metavar="STATES",
+                   help="comma list of states: " + render.STATE_HELP)
+    p.add_argument("-j", "--jobs", "--job", metavar="JOBS",
+                   help="comma list of job ids or ranges: 3,5-7")
+    p.add_argument("-N", "--names", metavar="NAMES", help="comma list of job names")
+    p.add_argument("-P", "--project", metavar="PROJECT", help="only jobs of this project")
+    p.add_argument("-f", "--format", default=DEFAULT_FORMAT, metavar="FORMAT",
+                   help=f"comma list of columns (default: {DEFAULT_FORMAT})")
+    p.add_argument("-g", "--group", action="store_true", help="group jobs by state")
+    p.add_argument("-t", "--tree", action="store_true",
+                   help="show dependencies (─) and redo relationships (┄) as a tree")
     p.add_argument("-T", "--tmux", action="store_true",
                    help="only jobs with a live process (0.4.13: a live tmux session)")
-    p.add_argument("-o", "--output", default="table", help="table, json, csv or yaml")
+    p.add_argument("-o", "--output", default="table", metavar="OUTPUT",
+                   help="table (default), json, csv or yaml")
     p.add_argument("-w", "--watch", action="store_true", help="refresh until Ctrl-C")
-    p.add_argument("--interval", type=int, default=2, help="seconds between refreshes")
+    p.add_argument("--interval", type=_u64, metavar="INTERVAL",
+                   help="seconds between refreshes with --watch (default 2)")
     add_config_arg(p)
+    add_version(p, "gqueue")
+    sub = p.add_subparsers(dest="subcommand", metavar="COMMAND")
+    add_completion_parser(sub)
+    sub.add_parser("help", help="print this help")
     return p
 
 
-def fetch(client, args) -> list[dict]:
-    if args.completed:
-        states: Optional[list] = list(COMPLETED)
-    elif args.states:
-        states = [s for s in args.states.split(",")]
-    elif args.all:
-        states = None
-    else:
-        states = list(ACTIVE)
-    user = (args.user or "").strip()
-    if user in ("all", "*"):
-        users = None
-    elif user:
-        users = [u.strip() for u in user.split(",")]
-    else:
-        users = [current_user()]
-    created_after = None
-    if args.since:
-        from gflow.parsing import parse_since
-        created_after = parse_since(args.since, time.time())
-    return client.list_jobs(states=states, users=users, created_after=created_after)
+def _i32(text: str) -> int:
+    from gflow.cli.common import int_type
+    return int_type(-2**31, 2**31 - 1, "i32")(text)
 
 
+def _u64(text: str) -> int:
+    from gflow.cli.common import int_type
+    return int_type(0, 2**64 - 1, "u64")(text)
+
+
+class Query:
+    """The validated command line: what to ask the daemon and how to filter it."""
+
+    def __init__(self, args):
+        self.args = args
+        self.output = args.output.strip().lower()
+        if self.output not in OUTPUTS:
+            raise CommandError(f"Invalid output format '{args.output}'. Valid options: "
+                               + ", ".join(OUTPUTS))
+        if args.completed:
+            self.states: Optional[list[str]] = list(render.FINAL)
+        elif args.states is not None:
+            self.states = []
+            for item in args.states.split(","):
+                if not item.strip():
+                    continue
+                try:
+                    state = render.parse_state(item)
+                except ValueError:
+                    raise CommandError(f"Error: invalid value '{args.states}' for --states: "
+                                       f"unknown state '{item.strip()}' (use "
+                                       f"{render.STATE_HELP})") from None
+                if state not in self.states:
+                    self.states.append(state)
+            if not self.states:
+                raise CommandError(f"Error: invalid value '{args.states}' for --states: "
+                                   "no state given")
+        elif args.all:
+            self.states = None
+        else:
+            self.states = list(render.ACTIVE)
+        user = (args.user or "").strip()
+        if user in ("all", "*"):
+            self.users: Optional[list[str]] = None
+        elif user:
+            self.users = [u.strip() for u in user.split(",") if u.strip()]
+        else:
+            self.users = [current_user()]
+        self.created_after = parse_since(args.since) if args.since is not None else None
+        self.ids: Optional[set[int]] = None
+        if args.jobs is not None:
+            from gflow.cli.common import parse_value
+            from gflow.parsing import parse_id_list
+            self.ids = set(parse_value(parse_id_list, args.jobs, "--jobs"))
+        self.names = None
+        if args.names is not None:
+            self.names = {n.strip() for n in args.names.split(",")}
+        project = (args.project or "").strip()
+        self.project = project or None
+
+    def fetch(self, client) -> list[dict]:
+        return client.list_jobs(states=self.states, users=self.users,
+                                created_after=self.created_after)
+
+    def filter(self, jobs: list[dict]) -> list[dict]:
+        if self.ids is not None:
+            jobs = [j for j in jobs if j.get("id") in self.ids]
+        if self.names is not None:
+            jobs = [j for j in jobs if j.get("run_name") in self.names]
+        if self.project is not None:
+            jobs = [j for j in jobs if j.get("project") == self.project]
+        if self.args.tmux:
+            jobs = [j for j in jobs if j.get("state") == "Running"]
+        return jobs
+
+
+# kept for callers of the first version (the admin shell)
 def filter_jobs(jobs: list[dict], args) -> list[dict]:
-    if args.jobs:
-        wanted = set()
-        for item in args.jobs.split(","):
-            try:
-                wanted.add(int(item.strip()))
-            except ValueError:
-                pass
-        if wanted:
-            jobs = [j for j in jobs if j.get("id") in wanted]
-    if args.names:
-        names = {n.strip() for n in args.names.split(",")}
-        jobs = [j for j in jobs if j.get("run_name") in names]
-    if args.project and args.project.strip():
-        jobs = [j for j in jobs if j.get("project") == args.project.strip()]
-    if args.tmux:
-        jobs = [j for j in jobs if j.get("state") == "Running"]
-    return jobs
+    return Query(args).filter(jobs)
 
 
 def sort_jobs(jobs: list[dict], field: str) -> list[dict]:
     key = field.lower()
     if key == "id":
-        return jobs
+        return sorted(jobs, key=lambda j: j.get("id", 0))
     if key == "state":
         return sorted(jobs, key=lambda j: STATE_ORDER.index(j.get("state", "Queued")))
     if key == "time":
-        return sorted(jobs, key=lambda j: render.wire_time(j.get("started_at")) or -1.0)
+        # Rust's Option ordering: not started (None) first, then by start time
+        return sorted(jobs, key=lambda j: (j.get("started_at") is not None,
+                                           render.wire_time(j.get("started_at")) or 0.0))
     if key == "name":
         return sorted(jobs, key=lambda j: j.get("run_name") or "")
     if key in ("gpus", "nodes"):
@@ -106,7 +171,7 @@ def sort_jobs(jobs: list[dict], field: str) -> list[dict]:
     if key == "priority":
         return sorted(jobs, key=lambda j: j.get("priority", 10))
     print(f"Warning: Unknown sort field '{field}', using default 'id'", file=sys.stderr)
-    return jobs
+    return sorted(jobs, key=lambda j: j.get("id", 0))
 
 
 def cell(job: dict, column: str, colour: bool, now: float) -> str:
@@ -134,55 +199,77 @@ def cell(job: dict, column: str, colour: bool, now: float) -> str:
     return ""
 
 
-def render_table(jobs: list[dict], columns: list[str], colour: bool, now: float,
-                 prefixes: Optional[dict] = None) -> str:
+def render_table(jobs: list, columns: list[str], colour: bool, now: float,
+                 prefixes: Optional[list[str]] = None) -> str:
+    """Rows of jobs; with `prefixes` (tree mode) a job may be a `("see", id)` reference."""
     rows = [list(columns)]
-    for job in jobs:
+    tree = prefixes is not None and bool(columns) and columns[0] == "JOBID"
+    for n, job in enumerate(jobs):
+        if isinstance(job, tuple):  # a "see job N" reference row of the tree
+            row = ["-"] * len(columns)
+            if tree:
+                row[0] = f"{prefixes[n]}→ see job {job[1]}"
+            rows.append(row)
+            continue
         row = [cell(job, c, colour, now) for c in columns]
-        if prefixes is not None and columns and columns[0] == "JOBID":
-            row[0] = prefixes.get(id(job), "") + row[0]
+        if tree:
+            row[0] = prefixes[n] + row[0]
         rows.append(row)
     return render.table(rows)
 
 
-def tree_order(jobs: list[dict]) -> tuple[list[dict], dict]:
-    """Jobs in dependency-tree order, with the glyph prefix of each (0.4.13's -t)."""
+def tree_order(jobs: list[dict]) -> tuple[list, list[str]]:
+    """0.4.13's `-t`: jobs in tree order with the glyph prefix of each row.
+
+    A job hangs under its legacy `depends_on` (solid ─) and under the job it was redone
+    from (dashed ┄); a redo child that already hangs under its dependency is shown under
+    the original as a `→ see job N` reference row.
+    """
     by_id = {j["id"]: j for j in jobs}
-    children: dict[int, list[dict]] = {}
-    roots = []
+    dep_children: dict[int, list[int]] = {}
+    redo_children: dict[int, list[int]] = {}
     for job in jobs:
         parent = job.get("depends_on")
-        redo = job.get("redone_from")
         if parent in by_id:
-            children.setdefault(parent, []).append(job)
-        elif redo in by_id:
-            children.setdefault(redo, []).append(job)
-        else:
-            roots.append(job)
-    out: list[dict] = []
-    prefixes: dict = {}
-    seen: set = set()
+            dep_children.setdefault(parent, []).append(job["id"])
+        redo = job.get("redone_from")
+        if redo in by_id:
+            redo_children.setdefault(redo, []).append(job["id"])
+    roots = [j["id"] for j in jobs
+             if j.get("depends_on") not in by_id and j.get("redone_from") not in by_id]
+    rows: list = []
+    prefixes: list[str] = []
+    shown: set[int] = set()
 
-    def walk(job: dict, prefix: str, glyph: str) -> None:
-        if job["id"] in seen:
-            return
-        seen.add(job["id"])
-        out.append(job)
-        prefixes[id(job)] = prefix + glyph
-        kids = sorted(children.get(job["id"], []), key=lambda j: j["id"])
-        for n, kid in enumerate(kids):
+    def walk(job_id: int, prefix: str, glyph: str, is_root: bool, is_last: bool,
+             stack: set) -> None:
+        shown.add(job_id)
+        rows.append(by_id[job_id])
+        prefixes.append(prefix + glyph)
+        kids = [(c, "dep") for c in dep_children.get(job_id, ())]
+        for c in redo_children.get(job_id, ()):
+            dep = by_id[c].get("depends_on")
+            if dep == job_id:
+                continue  # already a dependency child of this very job
+            kids.append((c, "ref" if dep in by_id else "redo"))
+        kids = [k for k in kids if k[0] not in stack]  # cut cycles
+        kids.sort(key=lambda k: k[0])
+        child_prefix = "" if is_root else prefix + ("  " if is_last else "│ ")
+        for n, (kid, kind) in enumerate(kids):
             last = n == len(kids) - 1
-            dashed = kid.get("depends_on") != job["id"]
-            g = ("╰" if last else "├") + ("┄" if dashed else "─")
-            deeper = prefix + ("" if not glyph else ("  " if glyph[0] == "╰" else "│ "))
-            walk(kid, deeper, g)
+            g = ("╰" if last else "├") + ("─" if kind == "dep" else "┄")
+            if kind == "ref":
+                rows.append(("see", kid))
+                prefixes.append(child_prefix + g)
+            elif kid not in shown:
+                walk(kid, child_prefix, g, False, last, stack | {kid})
 
-    for root in sorted(roots, key=lambda j: j["id"]):
-        walk(root, "", "")
-    for job in jobs:  # cycles: never lose a job
-        if job["id"] not in seen:
-            walk(job, "", "")
-    return out, prefixes
+    for root in sorted(roots):
+        walk(root, "", "", True, True, {root})
+    for job in jobs:  # a dependency cycle has no root: never lose a job
+        if job["id"] not in shown:
+            walk(job["id"], "", "", True, True, {job["id"]})
+    return rows, prefixes
 
 
 def rfc3339(value) -> Optional[str]:
@@ -193,9 +280,11 @@ def rfc3339(value) -> Optional[str]:
 
 
 def machine_record(job: dict, now: float) -> dict:
+    """One job of `-o json|csv|yaml` (0.4.13's keys and order, plus our exit_code and
+    reason_detail)."""
     rec = {"id": job.get("id"), "name": job.get("run_name"),
            "state": job.get("state"), "time": render.hms(render.runtime(job, now)),
-           "gpus": job.get("gpu_ids") or [], "user": job.get("submitted_by")}
+           "gpus": list(job.get("gpu_ids") or []), "user": job.get("submitted_by")}
     if job.get("project"):
         rec["project"] = job["project"]
     submitted = rfc3339(job.get("submitted_at"))
@@ -208,57 +297,108 @@ def machine_record(job: dict, now: float) -> dict:
     limit = render.wire_duration(job.get("time_limit"))
     if limit is not None:
         rec["time_limit"] = render.hms(limit)
-    for extra in ("exit_code", "reason_detail"):
-        if job.get(extra) is not None:
-            rec[extra] = job[extra]
+    if "exit_code" in job:
+        rec["exit_code"] = job["exit_code"]
+    if "reason_detail" in job:
+        rec["reason_detail"] = job["reason_detail"]
     return rec
 
 
-def output(jobs: list[dict], args, colour: bool) -> str:
+def timestamp(now: float) -> str:
+    return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+            + f".{int(round(now % 1 * 1e9)) % 1_000_000_000:09d}+00:00")
+
+
+_YAML_PLAIN_BAD = set("-?:,[]{}#&*!|>'\"%@`")
+
+
+def yaml_scalar(value) -> str:
+    """A scalar as serde_yaml writes it: plain when unambiguous, else single-quoted."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    s = str(value)
+    lowered = s.lower()
+    needs_quotes = (
+        s == "" or s != s.strip() or s[0] in _YAML_PLAIN_BAD or ": " in s or " #" in s
+        or s.endswith(":") or "\n" in s or "\t" in s
+        or lowered in ("null", "~", "true", "false", "yes", "no", "on", "off", "y", "n")
+        or _looks_numeric(s))
+    if not needs_quotes:
+        return s
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _looks_numeric(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return s.lower() in (".inf", "-.inf", "+.inf", ".nan")
+    return True
+
+
+def to_yaml(records: list[dict], now: float) -> str:
+    lines = ["jobs:"] if records else ["jobs: []"]
+    for rec in records:
+        first = True
+        for key, value in rec.items():
+            lead = "- " if first else "  "
+            first = False
+            if isinstance(value, list):
+                if not value:
+                    lines.append(f"{lead}{key}: []")
+                else:
+                    lines.append(f"{lead}{key}:")
+                    lines.extend(f"  - {yaml_scalar(v)}" for v in value)
+            else:
+                lines.append(f"{lead}{key}: {yaml_scalar(value)}")
+    lines.append(f"total: {len(records)}")
+    lines.append(f"timestamp: {timestamp(now)}")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(records: list[dict]) -> str:
+    import csv
+    import io
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "name", "state", "time", "gpus", "user", "submitted_at", "reason"])
+    for r in records:
+        w.writerow([r["id"], r["name"] or "-", r["state"], r["time"],
+                    "[" + ",".join(map(str, r["gpus"])) + "]", r["user"],
+                    r.get("submitted_at", "-"), r.get("reason", "-")])
+    return buf.getvalue().rstrip("\n")
+
+
+def output(jobs: list[dict], args, colour: bool, fmt: Optional[str] = None) -> str:
+    """The text gqueue prints for `jobs` (already fetched and filtered)."""
     now = time.time()
-    fmt = args.output.lower()
-    if fmt not in OUTPUTS:
-        raise CommandError(f"Invalid output format '{args.output}'. Valid options: "
-                           + ", ".join(OUTPUTS))
+    fmt = (fmt or args.output).strip().lower()
+    if not jobs and fmt == "table":
+        return "No jobs found."
     jobs = sort_jobs(jobs, args.sort)
     header = ""
-    if args.limit and not args.all and abs(args.limit) < len(jobs):
-        total = len(jobs)
+    total = len(jobs)
+    if args.limit and abs(args.limit) < total:
+        hint = "use -n 0 to show all" if args.all else "use --all or -n 0 to show all"
         if args.limit > 0:
             jobs = jobs[:args.limit]
-            header = f"Showing first {args.limit} of {total} jobs (use --all or -n 0 to show all)\n\n"
+            header = f"Showing first {args.limit} of {total} jobs ({hint})\n\n"
         else:
             jobs = jobs[args.limit:]
-            header = f"Showing last {-args.limit} of {total} jobs (use --all or -n 0 to show all)\n\n"
+            header = f"Showing last {-args.limit} of {total} jobs ({hint})\n\n"
     if fmt == "json":
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + \
-            f".{int(now % 1 * 1e9):09d}+00:00"
-        return json.dumps({"jobs": [machine_record(j, now) for j in jobs], "total": len(jobs),
-                           "timestamp": stamp}, indent=2, ensure_ascii=False)
+        import json
+        records = [machine_record(j, now) for j in jobs]
+        return json.dumps({"jobs": records, "total": len(records), "timestamp": timestamp(now)},
+                          indent=2, ensure_ascii=False)
     if fmt == "csv":
-        import csv
-        import io
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["id", "name", "state", "time", "gpus", "user", "submitted_at", "reason"])
-        for j in jobs:
-            r = machine_record(j, now)
-            w.writerow([r["id"], r["name"] or "-", r["state"], r["time"],
-                        "[" + ",".join(map(str, r["gpus"])) + "]", r["user"],
-                        r.get("submitted_at", "-"), r.get("reason", "-")])
-        return buf.getvalue().rstrip("\n")
+        return to_csv([machine_record(j, now) for j in jobs])
     if fmt == "yaml":
-        lines = ["jobs:"]
-        for j in jobs:
-            r = machine_record(j, now)
-            first = True
-            for k, v in r.items():
-                if isinstance(v, list):
-                    v = "[" + ", ".join(map(str, v)) + "]"
-                lines.append(("- " if first else "  ") + f"{k}: {v}")
-                first = False
-        lines.append(f"total: {len(jobs)}")
-        return "\n".join(lines) + "\n"
+        return to_yaml([machine_record(j, now) for j in jobs], now)
     columns = args.format.split(",")
     if args.group:
         blocks = []
@@ -276,20 +416,33 @@ def output(jobs: list[dict], args, colour: bool) -> str:
 
 @guarded
 def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.subcommand == "completion":
+        return print_completion(parser, args.shell)
+    if args.subcommand == "help":
+        parser.print_help()
+        return 0
+    if args.completed and args.all:
+        parser.error("argument -c/--completed: not allowed with argument -a/--all")
+    if args.completed and args.states is not None:
+        parser.error("argument -c/--completed: not allowed with argument -s/--states")
+    if args.interval is not None and not args.watch:
+        parser.error("argument --interval: requires -w/--watch")
+    query = Query(args)
     client = client_for(args)
     colour = render.use_colour()
+    interval = 2 if args.interval is None else args.interval
     while True:
-        jobs = filter_jobs(fetch(client, args), args)
-        text = "No jobs found." if not jobs else output(jobs, args, colour)
+        text = output(query.filter(query.fetch(client)), args, colour, query.output)
         if not args.watch:
-            print(text)
+            sys.stdout.write(text + "\n")
             return 0
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         sys.stdout.write("\x1b[2J\x1b[H" f"Last updated: {stamp}  [Refreshing every "
-                         f"{args.interval}s. Press Ctrl+C to exit]\n\n{text}\n")
+                         f"{interval}s. Press Ctrl+C to exit]\n\n{text}\n")
         sys.stdout.flush()
-        time.sleep(max(args.interval, 1))
+        time.sleep(max(interval, 0.2))
 
 
 if __name__ == "__main__":

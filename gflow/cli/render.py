@@ -6,7 +6,6 @@ import os
 import re
 import sys
 import time
-import unicodedata
 from typing import Optional
 
 ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -19,6 +18,24 @@ STATE_STYLE = {
     "Failed": "\x1b[1m\x1b[31m{}\x1b[39m\x1b[0m", "Cancelled": "\x1b[9m{}\x1b[0m",
     "Timeout": "\x1b[4m{}\x1b[0m",
 }
+
+
+STATES = ("Queued", "Hold", "Running", "Finished", "Failed", "Cancelled", "Timeout")
+ACTIVE = ("Queued", "Hold", "Running")
+FINAL = ("Finished", "Failed", "Cancelled", "Timeout")
+
+
+def parse_state(text: str) -> str:
+    """A state name as 0.4.13 spells it (`Running`, `R`, `r`) or in any case (`running`);
+    ValueError otherwise. Returns the long name."""
+    t = text.strip()
+    for state in STATES:
+        if t.lower() in (state.lower(), STATE_SHORT[state].lower()):
+            return state
+    raise ValueError(t)
+
+
+STATE_HELP = "Queued|PD, Hold|H, Running|R, Finished|CD, Failed|F, Cancelled|CA, Timeout|TO"
 
 
 def use_colour(stream=None) -> bool:
@@ -37,8 +54,23 @@ def styled_state(state: str, colour: bool) -> str:
     return STATE_STYLE[state].format(code) if colour and state in STATE_STYLE else code
 
 
+def bold(text: str, colour: bool) -> str:
+    return f"\x1b[1m{text}\x1b[0m" if colour else text
+
+
+def dim(text: str, colour: bool) -> str:
+    return f"\x1b[2m{text}\x1b[0m" if colour else text
+
+
+def strip_ansi(text: str) -> str:
+    return ANSI_RE.sub("", text)
+
+
 def display_width(text: str) -> int:
     text = ANSI_RE.sub("", text)
+    if text.isascii():
+        return len(text)
+    import unicodedata
     width = 0
     for ch in text:
         if unicodedata.combining(ch):
