@@ -9,9 +9,11 @@ connection per worker dies with its worker, and the restarted worker simply reco
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import queue
+import socket
 import threading
 import time
 from multiprocessing.connection import Client, Connection, Listener
@@ -45,14 +47,42 @@ class Peer:
             self.alive = False
             return False
 
+    def close(self) -> None:
+        self.alive = False
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+
+
+def _bind_listener(address: str, authkey: bytes, timeout: float = 10.0) -> Listener:
+    """Bind the hub's address; a predecessor that is exiting may hold it a moment longer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return Listener(address, family="AF_UNIX", authkey=authkey)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
 
 class Hub:
-    """The scheduler's end: accepts workers and funnels every message into one inbox."""
+    """The scheduler's end: accepts workers and funnels every message into one inbox.
+
+    Shutting down without losing a request (`begin_close`): the hub sends ("closing",)
+    to every peer; a peer answers ("closing_ack",) and from then on holds its requests
+    for the next scheduler. A channel is ordered, so every request a peer sent before
+    its ack is already in the inbox when the ack arrives there: the scheduler answers
+    everything up to the last ack, then closes.
+    """
 
     def __init__(self, address: str, authkey: bytes):
-        self.listener = Listener(address, family="AF_UNIX", authkey=authkey)
+        self.listener = _bind_listener(address, authkey)
         self.inbox: "queue.Queue[tuple[Optional[Peer], Any]]" = queue.Queue()
-        self.peers: dict[str, Peer] = {}
+        self.peers: dict[str, Peer] = {}     # the newest peer of each role (for send_to)
+        self.all_peers: set[Peer] = set()    # two API workers overlap during a reload
+        self._lock = threading.Lock()
         threading.Thread(target=self._accept_loop, name="hub-accept", daemon=True).start()
 
     def _accept_loop(self) -> None:
@@ -73,10 +103,11 @@ class Hub:
             return
         role = hello[1] if isinstance(hello, tuple) and hello and hello[0] == "hello" else "?"
         peer = Peer(conn, role)
-        old = self.peers.get(role)
-        if old is not None:
-            old.alive = False
-        self.peers[role] = peer
+        # An older peer of the same role (the API worker being replaced) keeps its
+        # channel: the replies to its requests in flight still go to it.
+        with self._lock:
+            self.peers[role] = peer
+            self.all_peers.add(peer)
         self.inbox.put((peer, ("connected", role)))
         while True:
             try:
@@ -88,21 +119,58 @@ class Hub:
                 continue
             self.inbox.put((peer, msg))
         peer.alive = False
+        with self._lock:
+            self.all_peers.discard(peer)
+            if self.peers.get(role) is peer:
+                del self.peers[role]
         self.inbox.put((peer, ("disconnected", role)))
 
     def send_to(self, role: str, msg: Any) -> bool:
         peer = self.peers.get(role)
         return peer.send(msg) if peer is not None else False
 
-    def close(self) -> None:
+    def send_all(self, role: str, msg: Any) -> int:
+        """Send to every live peer of a role (both API workers during a reload)."""
+        with self._lock:
+            peers = [p for p in self.all_peers if p.role == role]
+        return sum(1 for p in peers if p.send(msg))
+
+    def _close_listener(self) -> None:
+        try:
+            # shutdown wakes the accept thread; close alone would not on Linux.
+            self.listener._listener._socket.shutdown(socket.SHUT_RDWR)
+        except (OSError, AttributeError):
+            pass
         try:
             self.listener.close()
         except OSError:
             pass
 
+    def begin_close(self) -> set:
+        """Stop accepting and ask every peer to hold further requests; returns the peers
+        whose ("closing_ack",) (or disconnection) the caller should wait for."""
+        self._close_listener()
+        with self._lock:
+            peers = list(self.all_peers)
+        return {p for p in peers if p.send(("closing",))}
+
+    def close(self) -> None:
+        self._close_listener()
+        with self._lock:
+            peers = list(self.all_peers)
+        for peer in peers:
+            peer.close()
+
 
 class HubClient:
-    """A worker's end: reconnects forever; `on_message` runs on the reader thread."""
+    """A worker's end: reconnects forever; `on_message` runs on the reader thread.
+
+    `ready` is set while the channel is connected and the scheduler is not closing it:
+    a ("closing",) from the hub is acknowledged at once and `send` refuses (returns
+    False) until the next scheduler is connected.
+    """
+
+    RECONNECT_MAX_DELAY = 0.1
 
     def __init__(self, address: str, authkey: bytes, role: str,
                  on_message: Callable[[Any], None],
@@ -115,23 +183,31 @@ class HubClient:
         self._conn: Optional[Connection] = None
         self._lock = threading.Lock()
         self.connected = threading.Event()
+        self.ready = threading.Event()
+        self._closing = False
         self._closed = False
         threading.Thread(target=self._run, name=f"{role}-channel", daemon=True).start()
 
     def _run(self) -> None:
-        delay = 0.01
+        delay = 0.005
         while not self._closed:
             try:
                 conn = Client(self.address, family="AF_UNIX", authkey=self.authkey)
                 conn.send(("hello", self.role))
             except (OSError, EOFError):
                 time.sleep(delay)
-                delay = min(delay * 2, 0.5)
+                delay = min(delay * 2, self.RECONNECT_MAX_DELAY)
                 continue
-            delay = 0.01
+            except Exception as exc:  # e.g. an authentication failure during a handover
+                log.warning("channel connection failed: %s", exc)
+                time.sleep(self.RECONNECT_MAX_DELAY)
+                continue
+            delay = 0.005
             with self._lock:
                 self._conn = conn
+                self._closing = False
             self.connected.set()
+            self.ready.set()
             if self.on_connect:
                 self.on_connect()
             while True:
@@ -139,20 +215,38 @@ class HubClient:
                     msg = conn.recv()
                 except (EOFError, OSError):
                     break
+                except Exception as exc:
+                    log.error("undecodable message on the %s channel: %s", self.role, exc)
+                    continue
+                if isinstance(msg, tuple) and msg and msg[0] == "closing":
+                    with self._lock:
+                        self._closing = True
+                        self.ready.clear()
+                        try:
+                            conn.send(("closing_ack",))
+                        except (OSError, EOFError, ValueError):
+                            pass
+                    continue
                 try:
                     self.on_message(msg)
                 except Exception:
                     log.exception("error handling message %r", msg[:1] if isinstance(msg, tuple) else msg)
-            self.connected.clear()
             with self._lock:
+                self.ready.clear()
+                self.connected.clear()
                 self._conn = None
+            try:
+                conn.close()
+            except OSError:
+                pass
             if self.on_disconnect:
                 self.on_disconnect()
 
     def send(self, msg: Any) -> bool:
+        """True if the message was written to a channel that will read it."""
         with self._lock:
             conn = self._conn
-            if conn is None:
+            if conn is None or self._closing:
                 return False
             try:
                 conn.send(msg)
@@ -171,19 +265,35 @@ class HubClient:
 
 
 class RequestClient:
-    """Request/reply over a HubClient with correlation ids (used by the API worker)."""
+    """Request/reply over a HubClient with correlation ids (used by the API worker).
+
+    A request that could not be delivered (the scheduler is closing its channel or is
+    not connected: a reload or a restart) waits for the next scheduler and is sent
+    there. A request that was delivered but whose scheduler vanished before answering
+    (a crash) is sent again only if it is safe to repeat (`op` not in `unsafe_ops`);
+    otherwise the caller gets Unavailable: the change may or may not have been made.
+    """
 
     class Unavailable(Exception):
         pass
 
-    def __init__(self, address: str, authkey: bytes, role: str = "api"):
+    def __init__(self, address: str, authkey: bytes, role: str = "api",
+                 unsafe_ops: frozenset = frozenset()):
         self._ids = itertools.count(1)
         self._pending: dict[int, list] = {}
         self._pending_lock = threading.Lock()
+        self.unsafe_ops = frozenset(unsafe_ops)
+        self.retried = 0          # requests sent again after a scheduler change (stats)
+        # Called on the channel thread with each batch of event payloads (GET /events).
+        self.on_events: Optional[Callable[[list], None]] = None
         self.channel = HubClient(address, authkey, role, self._on_message,
                                  on_disconnect=self._fail_pending)
 
     def _on_message(self, msg: Any) -> None:
+        if isinstance(msg, tuple) and msg and msg[0] == "events":
+            if self.on_events is not None:
+                self.on_events(msg[1])
+            return
         if not (isinstance(msg, tuple) and msg and msg[0] == "rep"):
             return
         _, corr, status, body = msg
@@ -197,22 +307,36 @@ class RequestClient:
         with self._pending_lock:
             pending, self._pending = self._pending, {}
         for slot in pending.values():
-            slot[0].set()  # result stays None: the caller reports "unavailable"
+            slot[0].set()  # result stays None: the caller decides to resend or give up
 
     def request(self, op: str, payload: Any = None, timeout: float = 30.0):
         """Send one request and wait for its reply; raises Unavailable if it cannot."""
-        if not self.channel.connected.wait(timeout=min(timeout, 5.0)):
-            raise self.Unavailable("the scheduler worker is not reachable")
-        corr = next(self._ids)
-        slot = [threading.Event(), None]
-        with self._pending_lock:
-            self._pending[corr] = slot
-        if not self.channel.send(("req", corr, op, payload)):
+        deadline = time.monotonic() + timeout
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self.channel.ready.wait(remaining):
+                raise self.Unavailable("the scheduler worker is not reachable")
+            corr = next(self._ids)
+            slot = [threading.Event(), None]
             with self._pending_lock:
-                self._pending.pop(corr, None)
-            raise self.Unavailable("the scheduler worker is not reachable")
-        if not slot[0].wait(timeout) or slot[1] is None:
-            with self._pending_lock:
-                self._pending.pop(corr, None)
-            raise self.Unavailable("the scheduler worker did not answer")
-        return slot[1]
+                self._pending[corr] = slot
+            if not self.channel.send(("req", corr, op, payload)):
+                # Not delivered: the scheduler is closing or gone. Wait for the next one.
+                with self._pending_lock:
+                    self._pending.pop(corr, None)
+                time.sleep(0.002)
+                continue
+            if attempt:
+                self.retried += 1
+            attempt += 1
+            if not slot[0].wait(max(0.0, deadline - time.monotonic())):
+                with self._pending_lock:
+                    self._pending.pop(corr, None)
+                raise self.Unavailable("the scheduler worker did not answer")
+            if slot[1] is not None:
+                return slot[1]
+            if op in self.unsafe_ops:
+                raise self.Unavailable("the scheduler worker restarted before answering; "
+                                       "the change may or may not have been made")
+            log.info("scheduler changed while %s was in flight: sending it again", op)

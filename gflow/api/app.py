@@ -317,10 +317,31 @@ def debug_metrics():
     return respond(*ask("debug_metrics"))
 
 
-def create_app(bridge, *, max_body_bytes: int = 16 * 1024 * 1024) -> Flask:
+@stats.get("/events")
+def event_stream():
+    bus = current_app.config["EVENTS"]
+    names = set(comma_list(request.args.get("events")) or []) - {""}
+    users = comma_list(request.args.get("user"))
+    q = bus.subscribe()
+    if q is None:
+        raise ApiError(503, {"error": f"too many event streams (at most {bus.max_streams}); "
+                                      "raise [api] threads to allow more"})
+    resp = Response(bus.stream(q, names or None, set(users) if users else None),
+                    content_type="text/event-stream")
+    resp.headers["cache-control"] = "no-cache"
+    return resp
+
+
+def create_app(bridge, *, max_body_bytes: int = 16 * 1024 * 1024, threads: int = 16) -> Flask:
     """The app factory: `bridge.request(op, payload) -> (status, body)` reaches the scheduler."""
     app = Flask("gflow")
     app.config["BRIDGE"] = bridge
+    # Streams hold a request thread each: at most a quarter of the pool may stream.
+    from gflow.api.events import EventBus
+    bus = EventBus(max_streams=max(1, threads // 4))
+    app.config["EVENTS"] = bus
+    if hasattr(bridge, "on_events"):
+        bridge.on_events = bus.publish
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     app.url_map.strict_slashes = False
     for bp in (system, jobs, gpus, reservations, stats):

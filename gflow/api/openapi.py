@@ -190,6 +190,12 @@ PATHS = {
         "responses": {"200": _json({"type": "object"}), "400": _text("Bad query value")}}},
     "/metrics": {"get": {"summary": "Prometheus metrics",
                          "responses": {"200": _text("Prometheus text format")}}},
+    "/events": {"get": {"summary": "Server-sent events: every job, GPU and reservation event",
+                        "parameters": [_q("events", {"type": "string"}, "comma list of names"),
+                                       _q("user", {"type": "string"}, "comma list")],
+                        "responses": {"200": {"description": "An event stream", "content": {
+                            "text/event-stream": {"schema": {"type": "string"}}}},
+                            "503": _err("Too many streams")}}},
     "/debug/state": {"get": {"summary": "Full state dump",
                              "responses": {"200": _json({"type": "object"})}}},
     "/debug/jobs/{id}": {"get": {"summary": "A job with runtime figures", "parameters": [_job_id],

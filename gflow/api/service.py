@@ -9,20 +9,40 @@ import threading
 import time
 
 from gflow.ipc import RequestClient
-from gflow.workerproc import WorkerContext, setup_worker, stop_event_on
+from gflow.workerproc import WorkerContext, setup_worker, signal_ready, stop_event_on
 
 log = logging.getLogger("gflow.api")
 
 DRAIN_SECS = 5.0
+# A connection accepted a moment ago may not have sent its request yet: wait for it.
+FRESH_CONNECTION_SECS = 0.5
 
 
-def main(ctx: WorkerContext, listen_socket: socket.socket) -> None:
+def busy_channels(server) -> list:
+    """Connections with a request being read, handled or answered (or too new to tell)."""
+    now = time.time()
+    busy = []
+    for ch in list(server._map.values()):
+        if ch is server or not hasattr(ch, "requests"):
+            continue
+        if (ch.requests or getattr(ch, "request", None) is not None
+                or getattr(ch, "total_outbufs_len", 0)
+                or now - getattr(ch, "last_activity", 0) < FRESH_CONNECTION_SECS):
+            busy.append(ch)
+    return busy
+
+
+def main(ctx: WorkerContext, listen_socket: socket.socket, ready=None) -> None:
     setup_worker("api", ctx)
     from waitress.server import create_server
 
     from gflow.api.app import create_app
-    bridge = RequestClient(ctx.address, ctx.authkey, "api")
-    app = create_app(bridge, max_body_bytes=ctx.config.api.max_body_bytes)
+    from gflow.scheduler.core import SchedulerCore
+    # Changes are not repeated after a scheduler crash (they might have been made).
+    bridge = RequestClient(ctx.address, ctx.authkey, "api",
+                           unsafe_ops=SchedulerCore.MUTATING)
+    app = create_app(bridge, max_body_bytes=ctx.config.api.max_body_bytes,
+                     threads=ctx.config.api.threads)
     server = create_server(app, sockets=[listen_socket], threads=ctx.config.api.threads,
                            channel_timeout=120, connection_limit=1000, ident="gflowd",
                            backlog=1024,
@@ -42,16 +62,13 @@ def main(ctx: WorkerContext, listen_socket: socket.socket) -> None:
         except Exception:  # the listener may already be gone
             pass
         deadline = time.monotonic() + DRAIN_SECS
-        while time.monotonic() < deadline:
-            busy = [ch for ch in list(server._map.values())
-                    if ch is not server and getattr(ch, "requests", None)]
-            if not busy:
-                break
-            time.sleep(0.05)
+        while time.monotonic() < deadline and busy_channels(server):
+            time.sleep(0.02)
         log.info("api stopped (pid %d)", os.getpid())
         logging.shutdown()
         os._exit(0)
 
     threading.Thread(target=drain_and_exit, daemon=True, name="drain").start()
     log.info("api serving on %s:%s (pid %d)", *listen_socket.getsockname()[:2], os.getpid())
+    signal_ready(ready)
     server.run()

@@ -13,14 +13,12 @@ import logging
 import random
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from gflow import __version__
-from gflow.errors import StoreError
 from gflow.models import (
     ACTIVE_STATES, FINAL_STATES, Job, JobState, Reservation, ReservationStatus,
-    can_transition, duration_from_wire, job_from_wire, job_to_wire, reservation_from_wire,
+    can_transition, job_from_wire, job_to_wire, reservation_from_wire,
     reservation_to_wire,
 )
 from gflow.scheduler import policy
@@ -52,15 +50,6 @@ def error(status: int, message: str, **extra) -> Reply:
     return Reply(status, {"error": message, **extra})
 
 
-@dataclass
-class Event:
-    """One real transition or change, for webhooks, the event stream and metrics."""
-    kind: str
-    at: float
-    job_id: Optional[int] = None
-    data: dict = field(default_factory=dict)
-
-
 class SchedulerCore:
     def __init__(self, *, store, gpu_inventory, config, paths,
                  clock: Callable[[], float] = time.time,
@@ -89,9 +78,13 @@ class SchedulerCore:
         self.dependents: dict[int, set[int]] = {}
         self.queued_since: dict[int, float] = {}
         self.gpu_view: list = []
+        self._gpus_available: set[int] = set()
         # Effects of the batch being handled; flushed by the worker after commit.
         self.launcher_outbox: list = []
-        self.events: list[Event] = []
+        self.events: list[dict] = []
+        import os
+        self.host = os.environ.get("HOSTNAME") or config.daemon.host
+        self.version = __version__
         self.pass_needed = False
         self._wire_cache: dict[int, bytes] = {}
         self._cand_cache: dict[int, policy.Candidate] = {}
@@ -186,8 +179,13 @@ class SchedulerCore:
             detail=self.recovery.get("detail"), state_backup=self.recovery.get("state_backup"),
             journal_error=self.recovery.get("journal_error"))
 
-    def emit(self, kind: str, job: Optional[Job] = None, **data) -> None:
-        self.events.append(Event(kind, self.clock(), job.id if job else None, data))
+    def emit(self, kind: str, job: Optional[Job] = None, *, reservation=None, gpu=None,
+             text: Optional[str] = None) -> None:
+        """Record one real change as a webhook/event-stream payload (built now, so it shows
+        the job as this transition left it)."""
+        from gflow.notify import make_payload
+        self.events.append(make_payload(kind, self.clock(), self.host, job=job,
+                                        reservation=reservation, gpu=gpu, text=text))
 
     # --- transitions ------------------------------------------------------------
 
@@ -211,7 +209,7 @@ class SchedulerCore:
         self._set_state_index(job, src)
         self.save_job(job)
         self.pass_needed = True
-        self.emit("job_" + _EVENT_NAME[dst], job, previous=src.value)
+        self.emit("job_" + _EVENT_NAME[dst], job)
 
     # --- request dispatch -------------------------------------------------------
 
@@ -516,7 +514,7 @@ class SchedulerCore:
             updated.append(key)
         self.save_job(job)
         self.pass_needed = True
-        self.emit("job_updated", job, fields=updated)
+        self.emit("job_updated", job)
         return Reply(200, {"job": dict(sorted(job_to_wire(job).items())),
                            "updated_fields": updated})
 
@@ -825,6 +823,10 @@ class SchedulerCore:
         if [(g.index, g.foreign) for g in view] != [(g.index, g.foreign) for g in self.gpu_view]:
             self.pass_needed = True
         self.gpu_view = view
+        available = {g.index for g in view if not g.foreign and g.index not in held}
+        for index in sorted(available - self._gpus_available):
+            self.emit("gpu_available", gpu={"index": index, "available": True})
+        self._gpus_available = available
 
     def op_info(self, _payload) -> Reply:
         held_excl, held_shared = set(), set()
@@ -933,7 +935,7 @@ class SchedulerCore:
         self.save_reservation(r)
         self.save_meta(next_reservation_id=self.next_reservation_id)
         self.update_reservations()
-        self.emit("reservation_created", reservation=r.id)
+        self.emit("reservation_created", reservation=r)
         return Reply(200, {"reservation_id": r.id})
 
     def op_reservation_list(self, payload) -> Reply:
@@ -971,7 +973,7 @@ class SchedulerCore:
         r.cancelled_at = self.clock()
         self.save_reservation(r)
         self.pass_needed = True
-        self.emit("reservation_cancelled", reservation=r.id)
+        self.emit("reservation_cancelled", reservation=r)
         return Reply(200, None)
 
     def next_reservation_boundary(self) -> Optional[float]:

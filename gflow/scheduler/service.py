@@ -9,14 +9,18 @@ import time
 
 from gflow.errors import StoreError
 from gflow.ipc import Hub
+from gflow.models import FINAL_STATES, JobState
 from gflow.scheduler.core import SchedulerCore, error
-from gflow.workerproc import WorkerContext, setup_worker, stop_event_on
+from gflow.workerproc import (WorkerContext, hold_worker_lock, setup_worker, signal_ready,
+                              stop_event_on)
 
 log = logging.getLogger("gflow.scheduler")
 
 MAX_BATCH_MESSAGES = 512
 SNAPSHOT_WAL_BYTES = 16 * 1024 * 1024
 SNAPSHOT_EVERY_SECS = 600.0
+# On stop, how long to wait for every worker to acknowledge that it holds its requests.
+CLOSE_ACK_SECS = 3.0
 
 
 def total_memory_mb() -> int:
@@ -36,6 +40,7 @@ class SchedulerLoop:
         self.boundary_at = None
         self.aps = None
         self.snapshot_bytes = 0
+        self.awaiting: set = set()      # peers yet to acknowledge our closing
 
     def start_timers(self) -> None:
         """APScheduler fires at every reservation start and end (a wake-up message)."""
@@ -74,29 +79,48 @@ class SchedulerLoop:
         return max(0.0, min(min(wake) - now, 1.0))
 
     def run(self, stop) -> None:
-        core = self.core
         while not stop.is_set():
-            try:
-                first = self.hub.inbox.get(timeout=self._timeout())
-                batch = [first]
-                while len(batch) < MAX_BATCH_MESSAGES:
-                    try:
-                        batch.append(self.hub.inbox.get_nowait())
-                    except queue.Empty:
-                        break
-            except queue.Empty:
-                batch = []
-                core.warm_cache()
-            replies = []
-            for peer, msg in batch:
-                self._dispatch(peer, msg, replies)
-            self._tick()
-            if core.pass_wanted:
-                core.run_pass()
-            self._commit_and_flush(replies)
-            self.arm_boundary()
-            self._maybe_snapshot()
+            self.step(self._timeout())
+        self.drain()
         self.shutdown()
+
+    def drain(self) -> None:
+        """Answer every request that reached this scheduler before it goes (a reload or a
+        stop): the workers are told to hold new ones for the next scheduler, and all
+        they sent before acknowledging that is handled here (see `Hub.begin_close`)."""
+        self.awaiting = self.hub.begin_close()
+        deadline = time.monotonic() + CLOSE_ACK_SECS
+        while self.awaiting and time.monotonic() < deadline:
+            self.step(0.05)
+        if self.awaiting:
+            log.warning("closing without an acknowledgement from: %s",
+                        ", ".join(sorted(p.role for p in self.awaiting)))
+        while not self.hub.inbox.empty():
+            self.step(0.0)
+
+    def step(self, timeout: float) -> None:
+        """One batch: take what arrived, handle it, tick, maybe a pass, commit, reply."""
+        core = self.core
+        try:
+            first = self.hub.inbox.get(timeout=timeout)
+            batch = [first]
+            while len(batch) < MAX_BATCH_MESSAGES:
+                try:
+                    batch.append(self.hub.inbox.get_nowait())
+                except queue.Empty:
+                    break
+        except queue.Empty:
+            batch = []
+            core.warm_cache()
+        replies = []
+        for peer, msg in batch:
+            self._dispatch(peer, msg, replies)
+        self._tick()
+        if core.pass_wanted:
+            core.run_pass()
+        self._commit_and_flush(replies)
+        self.arm_boundary()
+        self._maybe_snapshot()
 
     def _dispatch(self, peer, msg, replies) -> None:
         core = self.core
@@ -119,7 +143,9 @@ class SchedulerLoop:
             replies.append((peer, corr, op, rep))
         elif kind == "connected":
             if msg[1] == "launcher":
-                core.on_launcher_connected()
+                self._launcher_connected()
+        elif kind == "closing_ack":
+            self.awaiting.discard(peer)
         elif kind == "exited":
             core.on_exited(msg[1], msg[2])
         elif kind == "reservation_boundary":
@@ -127,9 +153,31 @@ class SchedulerLoop:
             core.update_reservations()
             core.pass_needed = True
         elif kind == "disconnected":
-            pass
+            if self.awaiting:
+                self.awaiting.discard(peer)
         else:
             log.warning("unknown message %r", kind)
+
+    def _launcher_connected(self) -> None:
+        """A (re)started launcher adopts every job that should have a process. Jobs that
+        are already final but whose process has not exited (cancelled, timed out) are
+        marked `stopping` (never started if they never were) and their stop order is
+        repeated: the launcher may have been away when it was first sent."""
+        core = self.core
+        core.on_launcher_connected()
+        if not core.draining:
+            return
+        for cmd in core.launcher_outbox:
+            if cmd[0] == "adopt":
+                for spec in cmd[1]:
+                    if spec["id"] in core.draining:
+                        spec["stopping"] = True
+        grace = self.config.launcher.kill_grace_secs
+        for jid in sorted(core.draining):
+            job = core.jobs.get(jid)
+            if job is not None and job.state in (JobState.CANCELLED, JobState.TIMEOUT):
+                signame = "SIGINT" if job.state == JobState.TIMEOUT else "SIGTERM"
+                core.launcher_outbox.append(("signal", jid, signame, grace))
 
     def _tick(self) -> None:
         now = time.time()
@@ -163,8 +211,10 @@ class SchedulerLoop:
             refusal = error(503, f"the state journal cannot be written: {exc}")
             replies = [(peer, corr, op, refusal if op in core.MUTATING and rep[0] < 300 else rep)
                        for peer, corr, op, rep in replies]
-            # Launcher commands for changes that are not durable are held back.
+            # Launcher commands and events of changes that are not durable are held back.
             core.launcher_outbox.clear()
+            core.events.clear()
+        self._publish_events()
         for peer, corr, _op, rep in replies:
             peer.send(("rep", corr, rep[0], rep[1]))
         if core.launcher_outbox:
@@ -172,7 +222,24 @@ class SchedulerLoop:
                 if not self.hub.send_to("launcher", cmd):
                     break  # it will get everything through "adopt" when it connects
             core.launcher_outbox.clear()
-        core.events.clear()
+
+    notifier = None
+
+    def _publish_events(self) -> None:
+        """Events of the committed batch: durable in the outbox before any reply, then
+        delivered by the notifier's threads and streamed to the API's subscribers."""
+        events, self.core.events = self.core.events, []
+        if not events:
+            return
+        if self.notifier is not None:
+            for payload in events:
+                self.notifier.publish(payload)
+            try:
+                self.notifier.outbox.commit()
+            except OSError as exc:
+                log.error("could not write the notification outbox: %s", exc)
+            self.notifier.flush()
+        self.hub.send_to("api", ("events", events))
 
     def _maybe_snapshot(self, force: bool = False) -> None:
         store = self.core.store
@@ -204,26 +271,79 @@ class SchedulerLoop:
         self.hub.close()
 
 
-def main(ctx: WorkerContext) -> None:
+def live_job_processes(core: SchedulerCore, paths) -> set[int]:
+    """Final jobs whose process is still alive (stopped before the last scheduler saw it
+    exit): they keep their GPUs and are adopted, so that their stop can be finished.
+    The draining set is not persisted by the core; it is rebuilt from the monitors'
+    pid files (a monitor alive with the recorded start time) and status files."""
+    import json
+
+    import psutil
+    found = set()
+    for job in core.jobs.values():
+        if (job.state not in FINAL_STATES or job.started_at is None
+                or job.exit_code is not None or job.id in core.draining):
+            continue
+        pidfile = paths.job_pidfile(job.id)
+        try:
+            with open(pidfile) as f:
+                info = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if os.path.exists(paths.job_status(job.id)):
+            found.add(job.id)          # ended meanwhile: the launcher reports its status
+            continue
+        try:
+            proc = psutil.Process(info["monitor_pid"])
+            start = info.get("monitor_start")
+            if start is None or abs(proc.create_time() - start) <= 1.0:
+                found.add(job.id)
+        except (psutil.Error, KeyError, TypeError):
+            continue
+    return found
+
+
+def main(ctx: WorkerContext, ready=None) -> None:
     setup_worker("scheduler", ctx)
     stop = stop_event_on()
     from gflow.gpu import GpuInventory
     from gflow.store import Store
     paths = ctx.paths
-    store = Store(paths.data_dir)
     inventory = GpuInventory(ctx.env.get("GFLOW_FAKE_GPUS"))
     log.info("GPUs: %s", inventory.message)
+    # Everything above ran while a predecessor may still be answering (a reload starts
+    # the new scheduler first); the state is ours only once it has exited.
+    hold_worker_lock(paths.data_dir / "scheduler.lock")
+    store = Store(paths.data_dir)
     core = SchedulerCore(store=store, gpu_inventory=inventory, config=ctx.config, paths=paths,
                          total_memory_mb=total_memory_mb())
     core.gpus_from_cli = ctx.gpus_from_cli
+    if ctx.started_at:
+        core.started_at = ctx.started_at          # uptime is the daemon's, not this worker's
     core.load()
+    stale = live_job_processes(core, paths)
+    if stale:
+        log.info("jobs stopped earlier whose process is still alive: %s",
+                 ", ".join(map(str, sorted(stale))))
+        core.draining |= stale
+        core.refresh_gpus()
     log.info("state loaded: %d jobs, next id %d, mode %s", len(core.jobs), core.next_job_id,
              core.mode)
     if core.load_note:
         log.warning("while loading the state: %s", core.load_note)
     hub = Hub(ctx.address, ctx.authkey)
+    signal_ready(ready)
     loop = SchedulerLoop(core, hub, ctx.config)
     loop.start_timers()
+    notifications = ctx.config.notifications
+    if notifications.enabled and notifications.webhooks:
+        from gflow.notify import Notifier, Outbox
+        loop.notifier = Notifier(notifications, Outbox(paths.data_dir / "notify.outbox"),
+                                 core.host)
+        log.info("webhooks: %d target(s), %d event(s) still owed", len(notifications.webhooks),
+                 len(loop.notifier.outbox.pending))
+    core.emit("scheduler_online", text=f"gflow scheduler online\nHost: {core.host}\n"
+              f"Version: {core.version}\nTime: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
     if core.needs_snapshot:
         loop._maybe_snapshot(force=True)
     try:
