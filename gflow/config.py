@@ -59,6 +59,9 @@ class DaemonConfig:
 class SchedulerConfig:
     starvation_secs: float = 1800.0
     periodic_pass_secs: float = 5.0
+    # The write-ahead log is folded into a new snapshot once it is larger than this
+    # (and than twice the last snapshot).
+    snapshot_wal_bytes: int = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -307,6 +310,7 @@ _SCHEMA: dict[str, Validator] = {
     "daemon.gpu_poll_interval_secs": _number(0, strict=True),
     "scheduler.starvation_secs": _number(0, strict=True),
     "scheduler.periodic_pass_secs": _number(0, strict=True),
+    "scheduler.snapshot_wal_bytes": _int(1024),
     "launcher.kill_grace_secs": _number(0, strict=False),
     "launcher.memory_poll_secs": _number(0, strict=True),
     "api.threads": _int(1, 1024),

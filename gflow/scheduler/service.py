@@ -17,7 +17,6 @@ from gflow.workerproc import (WorkerContext, hold_worker_lock, setup_worker, sig
 log = logging.getLogger("gflow.scheduler")
 
 MAX_BATCH_MESSAGES = 512
-SNAPSHOT_WAL_BYTES = 16 * 1024 * 1024
 SNAPSHOT_EVERY_SECS = 600.0
 # On stop, how long to wait for every worker to acknowledge that it holds its requests.
 CLOSE_ACK_SECS = 3.0
@@ -245,7 +244,8 @@ class SchedulerLoop:
         store = self.core.store
         # The WAL may grow to twice the snapshot before it is folded in, so snapshots
         # cost O(1) amortised per change however large the state gets.
-        due = (store.wal_bytes > max(SNAPSHOT_WAL_BYTES, 2 * self.snapshot_bytes)
+        due = (store.wal_bytes > max(self.config.scheduler.snapshot_wal_bytes,
+                                     2 * self.snapshot_bytes)
                or (store.wal_bytes and time.monotonic() - self.last_snapshot > SNAPSHOT_EVERY_SECS))
         if not (force or due) or self.commit_failed:
             return
