@@ -7,7 +7,9 @@ import argparse
 import functools
 import os
 import sys
-from typing import Callable, Optional
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs import time; annotations are strings here
+    from typing import Callable, Optional
 
 from gflow import COMPAT_VERSION, __version__
 from gflow.client import ApiError, Client, ConnectionFailed
@@ -90,7 +92,7 @@ def add_completion_parser(sub) -> None:
                    help="bash, zsh or fish")
 
 
-COMPLETION_SHELLS = ("bash", "zsh", "fish", "tcsh", "powershell")
+COMPLETION_SHELLS = ("bash", "zsh", "fish", "tcsh")
 
 
 def special_command(parser: argparse.ArgumentParser, argv: list[str]) -> Optional[int]:
@@ -152,17 +154,6 @@ def parsed_type(fn: Callable) -> Callable[[str], object]:
             raise _bad(text, str(exc)) from None
 
     convert.__name__ = getattr(fn, "__name__", "value")
-    return convert
-
-
-def lazy_parsed(name: str) -> Callable[[str], object]:
-    """parsed_type() for `gflow.parsing.<name>`, imported only when a value is given."""
-
-    def convert(text: str):
-        from gflow import parsing
-        return parsed_type(getattr(parsing, name))(text)
-
-    convert.__name__ = name
     return convert
 
 
@@ -249,6 +240,12 @@ def guarded(fn: Callable[..., int]) -> Callable[..., int]:
             return exc.code
         except GflowError as exc:
             print(f"Error: {exc}", file=sys.stderr)
+            return EXIT_RUNTIME
+        except SystemExit as exc:  # argparse: --help, --version, usage errors
+            code = exc.code
+            if code is None or isinstance(code, int):
+                return code or 0
+            print(code, file=sys.stderr)
             return EXIT_RUNTIME
         except KeyboardInterrupt:
             print("", file=sys.stderr)

@@ -3,7 +3,9 @@
 Deliberate differences from 0.4.13 (spec/cli.md §15): an unknown option before the command
 is a usage error (0.4.13 swallowed `--foo echo` as the command, which then hung); a first
 word that contains `/` or ends in `.sh` but names no file and no program is refused
-(`gbatch nvidia-smi` stays a command); `# GFLOW --depends-on` in a script is honoured (the
+(`gbatch nvidia-smi` stays a command); a single argument with spaces (`gbatch "echo a &&
+echo b"`) is run as the command line it is (0.4.13 quoted it as one word, so the job failed
+with "command not found"); `# GFLOW --depends-on` in a script is honoured (the
 `gbatch new` template advertises it); other ignored or unknown directives are reported as a
 warning instead of silently swallowing the directives after them; `--auto-close` is
 accepted but there is no tmux session to close; the job gets the submitter's environment
@@ -16,7 +18,9 @@ import argparse
 import os
 import sys
 import time
-from typing import Optional
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs import time; annotations are strings here
+    from typing import Optional
 
 from gflow.cli.common import (
     EXIT_RUNTIME, CommandError, Once, Parser, add_config_arg, add_version, current_user,
@@ -275,10 +279,17 @@ def split_target(args) -> tuple[Optional[str], Optional[str]]:
     first = words[0]
     if len(words) == 1 and os.path.isfile(first):
         return os.path.join(os.getcwd(), first), None
-    if ("/" in first or first.endswith(".sh")) and not os.path.exists(first) \
-            and not _on_path(first):
-        raise CommandError(f"Error: script '{first}' not found: no such file (a command "
+    line = len(words) == 1 and any(ch.isspace() for ch in first.strip()) \
+        and not os.path.exists(first)
+    head = first.split()[0] if line else first
+    if ("/" in head or head.endswith(".sh")) and not os.path.exists(head) \
+            and not _on_path(head):
+        raise CommandError(f"Error: script '{head}' not found: no such file (a command "
                            "must name a program on PATH)")
+    if line:
+        # `gbatch "echo a && echo b"`: a whole command line in one argument runs as written
+        # (0.4.13 quoted it as one word, so bash looked for a program named "echo a && ...")
+        return None, first.strip()
     return None, shell_join(words)
 
 

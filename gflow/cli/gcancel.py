@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs import time; annotations are strings here
+    from typing import Optional
 
 from gflow.cli.common import (
     CommandError, Parser, add_config_arg, add_version, api_text, client_for, guarded,

@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Optional
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs import time; annotations are strings here
+    from typing import Optional
 
 from gflow.cli import render
 from gflow.cli.common import (
@@ -66,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="pending, active, completed or cancelled")
     ls.add_argument("--active", action="store_true", help="only those active now")
     ls.add_argument("--timeline", action="store_true", help="draw a timeline")
+    # `--range -24h`: let values like -24h / -24h:+24h through as values, not options
+    import re
+    ls._negative_number_matcher = re.compile(r"^-\d+[hHmM]")
     ls.add_argument("--range", metavar="RANGE",
                     help="timeline window: 48h (from now), -24h (until now), -24h:+24h")
     ls.add_argument("--from", dest="from_", metavar="FROM", help="timeline start time")

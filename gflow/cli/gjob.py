@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Optional
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs import time; annotations are strings here
+    from typing import Optional
 
 from gflow.cli import render
 from gflow.cli.common import (

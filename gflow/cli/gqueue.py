@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Optional
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs import time; annotations are strings here
+    from typing import Optional
 
 from gflow.cli import render
 from gflow.cli.common import (
@@ -373,9 +375,10 @@ def to_csv(records: list[dict]) -> str:
     return buf.getvalue().rstrip("\n")
 
 
-def output(jobs: list[dict], args, colour: bool, fmt: Optional[str] = None) -> str:
+def output(jobs: list[dict], args, colour: bool, fmt: Optional[str] = None,
+           now: Optional[float] = None) -> str:
     """The text gqueue prints for `jobs` (already fetched and filtered)."""
-    now = time.time()
+    now = time.time() if now is None else now
     fmt = (fmt or args.output).strip().lower()
     if not jobs and fmt == "table":
         return "No jobs found."

@@ -6,7 +6,9 @@ import os
 import re
 import sys
 import time
-from typing import Optional
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs import time; annotations are strings here
+    from typing import Optional
 
 ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
