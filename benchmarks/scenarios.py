@@ -1,0 +1,307 @@
+"""The six scenarios. Each runs on one side (ours or theirs) and returns its metrics as
+{metric: {"samples": [...], "value": float, "note": str, ...}}; `value` is what the table
+shows (a median unless the metric says otherwise)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import loadgen
+from .daemons import BenchError, Daemon, job_body, to_epoch
+from .report import MetricSpec, Target, median, percentile
+
+SUBMITTED = re.compile(r"Submitted batch job (\d+)")
+
+
+@dataclass
+class Context:
+    ours_bin: Path
+    theirs_bin: Path
+    workdir: Path
+    quick: bool = False
+    runs: int | None = None             # overrides the per-scenario run counts
+    keep: bool = False
+    storm_seconds: float | None = None
+    scale_sizes: list[int] | None = None
+    python_loadgen: bool = False
+    log: callable = print
+    info: dict = field(default_factory=dict)
+
+    def n_runs(self, default: int, quick: int = 1) -> int:
+        if self.runs is not None:
+            return self.runs
+        return quick if self.quick else default
+
+
+def metric(samples, note: str = "", value=None, **extra) -> dict:
+    samples = [s for s in samples if s is not None]
+    return {"samples": samples, "value": median(samples) if value is None else value,
+            "note": note, **extra}
+
+
+def timed(fn, *args, **kw) -> float:
+    t0 = time.perf_counter()
+    fn(*args, **kw)
+    return time.perf_counter() - t0
+
+
+def run_cli_timed(d: Daemon, *argv) -> tuple[float, int]:
+    """Wall time of one cold client run and its peak RSS (kB) via wait4."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([d.tool(argv[0]), *map(str, argv[1:])], env=d.env, cwd=d.home,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        err = proc.stderr.read().decode(errors="replace").strip()[-300:]
+        raise BenchError(f"{d.side}: {' '.join(map(str, argv))} -> rc {proc.returncode}: {err}")
+    proc.stderr.close()
+    return elapsed, usage.ru_maxrss
+
+
+def finished_all(d: Daemon, jobs: list[dict]) -> None:
+    bad = [(j["id"], j["state"], j.get("reason")) for j in jobs if j["state"] != "Finished"]
+    if bad:
+        raise BenchError(f"{d.side}: {len(bad)} jobs did not finish: {bad[:5]} (home {d.home})")
+
+
+# -- chain20 ----------------------------------------------------------------------------
+def chain20(ctx: Context, make) -> dict:
+    side = make.side
+    links = 20
+    if ctx.quick and side == "theirs":
+        links = 5               # ~1.1 s a link: scaled to 20 links below
+    samples, submit = [], []
+    for _ in range(ctx.n_runs(3)):
+        with make(ctx) as d:
+            t0 = time.time()
+            ids = [int(SUBMITTED.search(d.cli("gbatch", "true").stdout).group(1))]
+            for _ in range(links - 1):
+                out = d.cli("gbatch", "--depends-on", "@", "true").stdout
+                ids.append(int(SUBMITTED.search(out).group(1)))
+            submit.append(time.time() - t0)
+            jobs = d.wait_jobs_final(ids, timeout=30 + 3 * links)
+            finished_all(d, jobs)
+            samples.append((max(to_epoch(j["finished_at"]) for j in jobs) - t0) * 20 / links)
+    note = "" if links == 20 else f"--quick: theirs ran a {links}-job chain, scaled x{20 // links}"
+    return {"makespan": metric(samples, note),
+            "submit 20 (CLI)": metric([s * 20 / links for s in submit], note)}
+
+
+# -- burst100 ---------------------------------------------------------------------------
+def burst100(ctx: Context, make) -> dict:
+    side = make.side
+    size = 100
+    if side == "theirs" and ctx.quick:
+        size = 10               # ~1 s a job: scaled to 100 jobs below
+    runs = ctx.n_runs(3 if side == "ours" else 1)
+    samples = []
+    for _ in range(runs):
+        with make(ctx) as d:
+            t0 = time.time()
+            d.cli("gbatch", "--array", f"1-{size}", "true")
+            jobs = d.wait_jobs_final(range(1, size + 1), timeout=60 + 3 * size, interval=0.1)
+            finished_all(d, jobs)
+            samples.append((max(to_epoch(j["finished_at"]) for j in jobs) - t0) * 100 / size)
+    note = ""
+    if size != 100:
+        note = f"--quick: theirs ran --array 1-{size}, scaled x{100 // size}"
+    elif side == "theirs" and runs == 1 and ctx.runs is None:
+        note = "theirs: one run (~100 s each)"
+    return {"makespan": metric(samples, note)}
+
+
+# -- storm ------------------------------------------------------------------------------
+def storm(ctx: Context, make) -> dict:
+    seconds = ctx.storm_seconds or (1.0 if ctx.quick else 3.0)
+    body = json.dumps(job_body("true", gpus=64)).encode()   # never starts: no processes
+    samples, clients, checks = [], set(), []
+    for _ in range(ctx.n_runs(3)):
+        with make(ctx) as d:
+            res = loadgen.run("127.0.0.1", d.port, "/jobs", body, connections=4,
+                              seconds=seconds, expect_status=201,
+                              force_python=ctx.python_loadgen)
+            clients.add(res["client"])
+            if res["bad"]:
+                raise BenchError(f"{d.side}: storm got {res['bad']} non-201 answers "
+                                 f"(first: {res['first_bad_status']})")
+            # Every acknowledged job exists: the next id follows them.
+            next_id = d.submit(job_body("true", gpus=64))
+            checks.append(next_id - 1 - res["ok"])
+            samples.append(res["ok"] / res["seconds"])
+    note = f"4 keep-alive connections, {seconds:g} s a run, client: {', '.join(sorted(clients))}"
+    # Up to one request per connection is still in flight at the deadline: the server
+    # stores it, the client does not count it. Fewer ids than acknowledgements = lost jobs.
+    if any(c < 0 or c > 4 for c in checks):
+        note += f"; ids minus acknowledged jobs: {checks} (expected 0..4)"
+    return {"acks/s": metric(samples, note)}
+
+
+# -- cli --------------------------------------------------------------------------------
+def cli(ctx: Context, make) -> dict:
+    runs = 5 if ctx.quick else 20
+    with make(ctx) as d:
+        status, payload = d.request("POST", "/jobs/batch",
+                                    body=[job_body("true", gpus=64) for _ in range(20)])
+        if status != 201:
+            raise BenchError(f"{d.side}: POST /jobs/batch -> {status} {payload[:200]!r}")
+        out = {}
+        for name, argv in (("gqueue -a", ("gqueue", "-a")),
+                           ("gbatch", ("gbatch", "--gpus", "64", "true"))):
+            run_cli_timed(d, *argv)                              # warm the page cache
+            times = [run_cli_timed(d, *argv)[0] for _ in range(runs)]
+            out[name] = metric(times)
+        out["gbatch"]["note"] = ("gbatch --gpus 64 true: the job is acknowledged but never "
+                                 "starts, so 0.4.13's 1 s tmux start stall is not measured")
+        out["gqueue -a"]["note"] = f"20 queued jobs in the state; {runs} cold runs each"
+    return out
+
+
+# -- scale ------------------------------------------------------------------------------
+def curl_get(d: Daemon, path: str) -> tuple[float, int]:
+    """(seconds, bytes) of one GET on a new connection, read to the end."""
+    curl = shutil.which("curl")
+    if curl:
+        res = subprocess.run([curl, "-s", "-o", "/dev/null", "-w",
+                              "%{http_code} %{time_total} %{size_download}",
+                              f"http://127.0.0.1:{d.port}{path}"],
+                             capture_output=True, text=True, timeout=300)
+        code, seconds, size = res.stdout.split()
+        if code != "200":
+            raise BenchError(f"{d.side}: GET {path} -> {code}")
+        return float(seconds), int(size)
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=300)
+    t0 = time.perf_counter()
+    conn.request("GET", path)
+    payload = conn.getresponse().read()
+    elapsed = time.perf_counter() - t0
+    conn.close()
+    return elapsed, len(payload)
+
+
+def scale(ctx: Context, make) -> dict:
+    sizes = ctx.scale_sizes or ([10_000] if ctx.quick else [10_000, 100_000])
+    reps = 1 if ctx.quick else 3
+    batch = json.dumps([job_body("true", gpus=64) for _ in range(1000)]).encode()
+    out = {}
+    with make(ctx) as d:
+        have = 0
+        for size in sizes:
+            tag = f"{size // 1000}k"
+            before = have
+            t0 = time.perf_counter()
+            while have < size:
+                status, payload = d.request("POST", "/jobs/batch", raw=batch)
+                if status != 201:
+                    raise BenchError(f"{d.side}: POST /jobs/batch -> {status} {payload[:200]!r}")
+                have += 1000
+            elapsed = time.perf_counter() - t0
+            d.close_http()
+            out[f"{tag} submit"] = metric([], value=(have - before) / elapsed,
+                                          seconds=elapsed, jobs=have - before,
+                                          note="POST /jobs/batch, 1000 jobs a batch, one "
+                                               "keep-alive client; queued GPU jobs that never "
+                                               "start")
+            gets = [curl_get(d, "/jobs") for _ in range(reps + 1)][1:]
+            out[f"{tag} GET /jobs"] = metric([g[0] for g in gets],
+                                             body_bytes=gets[0][1])
+            gq = [run_cli_timed(d, "gqueue", "-a", "-u", "all") for _ in range(reps)]
+            out[f"{tag} gqueue -a -u all"] = metric([g[0] for g in gq],
+                                                    client_peak_rss_kb=max(g[1] for g in gq))
+            pss, counted = d.pss_mb()
+            out[f"{tag} daemon PSS"] = metric([pss], processes=counted,
+                                              note="sum of PSS of every process of the "
+                                                   "daemon, after the reads above")
+            restarts = []
+            for _ in range(reps):
+                restarts.append(timed(d.restart))
+            out[f"{tag} restart"] = metric(restarts, note=RESTART_NOTE)
+            out[f"{tag} state file"] = metric([d.state_bytes() / 1e6],
+                                              files=[str(p.name) for p in d.state_files()],
+                                              note=STATE_NOTE)
+    return out
+
+
+RESTART_NOTE = ("down + up until GET /health answers 200; ours: gflowd down, gflowd up; "
+                "theirs: SIGTERM (its final save), wait, start gflowd, no tmux 1 s sleep")
+STATE_NOTE = "on-disk state after a restart; ours: state.msgpack + state.wal"
+
+
+# -- sched ------------------------------------------------------------------------------
+STAMP = """#!/bin/bash
+# $1: job number, $2: seconds to sleep before ending (optional)
+printf '%s\\n' "$EPOCHREALTIME" > "{dir}/$1.start"
+if [ -n "$2" ]; then sleep "$2"; fi
+printf '%s\\n' "$EPOCHREALTIME" > "{dir}/$1.end"
+"""
+
+
+def sched(ctx: Context, make) -> dict:
+    pairs = 5 if ctx.quick else 20
+    with make(ctx) as d:
+        stamps = d.home / "stamps"
+        stamps.mkdir()
+        script = stamps / "stamp.sh"
+        script.write_text(STAMP.replace("{dir}", str(stamps)))
+        ids = [d.submit(job_body(f"bash {script} 0 2", run_dir=str(d.home)))]
+        for k in range(1, pairs + 1):
+            ids.append(d.submit(job_body(f"bash {script} {k}", run_dir=str(d.home),
+                                         depends_on=ids[-1], depends_on_ids=[ids[-1]],
+                                         dependency_mode="All")))
+        jobs = d.wait_jobs_final(ids, timeout=30 + 5 * pairs)
+        finished_all(d, jobs)
+        lat, late = [], 0
+        for k in range(1, pairs + 1):
+            end = float((stamps / f"{k - 1}.end").read_text())
+            start = float((stamps / f"{k}.start").read_text())
+            if to_epoch(jobs[k]["submitted_at"]) > end:
+                late += 1               # submitted after its parent ended: not a fair pair
+                continue
+            lat.append(start - end)
+    note = (f"{len(lat)} parent->child pairs in one chain; the job itself stamps its end "
+            "and the child its start (bash $EPOCHREALTIME)")
+    if late:
+        note += f"; {late} pairs dropped (child submitted after the parent ended)"
+    return {"exit->start p50": metric(lat, note, value=percentile(lat, 50)),
+            "exit->start p99": metric(lat, note, value=percentile(lat, 99))}
+
+
+# -- registry ---------------------------------------------------------------------------
+R = Target
+
+
+def _scale_specs() -> list[MetricSpec]:
+    specs = []
+    for tag in ("10k", "100k"):
+        specs += [
+            MetricSpec("scale", f"{tag} submit", "/s", R(ratio_min=0.5)),
+            MetricSpec("scale", f"{tag} GET /jobs", "s", R(ratio_max=2)),
+            MetricSpec("scale", f"{tag} gqueue -a -u all", "s", R(ratio_max=2)),
+            MetricSpec("scale", f"{tag} daemon PSS", "MB", R(ratio_max=2.5)),
+            MetricSpec("scale", f"{tag} state file", "MB", R(ratio_max=2)),
+            MetricSpec("scale", f"{tag} restart", "s",
+                       R(ratio_max=2, abs_max=2.0) if tag == "100k" else R(ratio_max=2)),
+        ]
+    return specs
+
+
+SCENARIOS = {
+    "chain20": (chain20, [MetricSpec("chain20", "makespan", "s", R(ratio_max=0.05)),
+                          MetricSpec("chain20", "submit 20 (CLI)", "s")]),
+    "burst100": (burst100, [MetricSpec("burst100", "makespan", "s", R(ratio_max=0.10))]),
+    "storm": (storm, [MetricSpec("storm", "acks/s", "/s", R(ratio_min=0.25, aim="0.5x"))]),
+    "cli": (cli, [MetricSpec("cli", "gqueue -a", "s", R(ratio_max=4)),
+                  MetricSpec("cli", "gbatch", "s", R(ratio_max=4))]),
+    "scale": (scale, _scale_specs()),
+    "sched": (sched, [MetricSpec("sched", "exit->start p50", "s"),
+                      MetricSpec("sched", "exit->start p99", "s")]),
+}
