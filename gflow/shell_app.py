@@ -1,0 +1,958 @@
+"""The gflow-shell application: a cmd2 shell whose commands are the classic tools.
+
+Every classic tool (`gbatch`, `gqueue`, `gjob`, `gcancel`, `ginfo`, `gctl`, `gstats`) is a
+command with the same arguments and output: the shell calls the tool's `main(argv)` in
+process with `sys.stdout` routed to cmd2's `self.stdout` (so `> file` and `| cmd` work) and
+completes from the tool's `build_parser()`, so the shell and the commands cannot drift.
+Shell-only commands: short aliases, `watch`, `wait`, `status` and `use`.
+
+Client layer (DESIGN.md §3): imports gflow.client, gflow.config, gflow.paths, gflow.parsing
+and gflow.cli.* only; the tools are imported when first used, so start-up stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import io
+import os
+import shlex
+import sys
+import threading
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import cmd2
+from cmd2 import CompletionItem, Completions
+
+from gflow.client import CONNECT_HELP, ApiError, Client, ConnectionFailed
+from gflow.shell_complete import (
+    GPU, HELD_JOB, JOB, PATH, QUEUED_JOB, RESERVATION, USER, Candidate, complete_args,
+)
+
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+FINAL_STATES = ("Finished", "Failed", "Cancelled", "Timeout")
+LIVE_STATES = ("Queued", "Hold", "Running")
+ALL_STATES = LIVE_STATES + FINAL_STATES
+
+JOBS, SHORTCUTS, CLUSTER, SHELL = "Jobs", "Shortcuts", "Cluster", "Shell"
+CATEGORY_ORDER = (JOBS, SHORTCUTS, CLUSTER, SHELL)
+
+# tool -> (help category, one-line description)
+TOOLS: dict[str, tuple[str, str]] = {
+    "gbatch": (JOBS, "Submit a job: a script or a command (gbatch --help)"),
+    "gqueue": (JOBS, "List jobs: yours by default, -a for finished ones too"),
+    "gjob": (JOBS, "Inspect and manage one job: show, log, hold, release, ..."),
+    "gcancel": (JOBS, "Cancel jobs (ids: 3, 1-5, 2,4)"),
+    "ginfo": (CLUSTER, "GPUs and the jobs on them"),
+    "gctl": (CLUSTER, "Administer GPUs, group limits and reservations"),
+    "gstats": (CLUSTER, "Usage statistics"),
+}
+
+# shortcut -> (tool, leading arguments, description)
+SHORTCUTS_TABLE: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "q": ("gqueue", (), "gqueue: list jobs"),
+    "show": ("gjob", ("show",), "gjob show: a job's details"),
+    "log": ("gjob", ("log",), "gjob log: a job's output"),
+    "cancel": ("gcancel", (), "gcancel: cancel jobs"),
+    "hold": ("gjob", ("hold",), "gjob hold: hold queued jobs"),
+    "release": ("gjob", ("release",), "gjob release: release held jobs"),
+}
+
+# cmd2's own commands that stay visible (in the Shell category); the rest are hidden.
+BUILTINS_SHOWN = ("alias", "edit", "help", "history", "macro", "quit", "run_script", "set",
+                  "shell", "shortcuts")
+
+
+class ShellParser(argparse.ArgumentParser):
+    """Parser of a shell-only command: a usage error is one line, exit status 2."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see 'help {self.prog}')\n")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value '{text}': not a number") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid value '{text}': must be a number > 0")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value '{text}': not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid value '{text}': must be at least 1")
+    return value
+
+
+def _watch_parser(default_interval: float) -> ShellParser:
+    p = ShellParser(prog="watch", description=(
+        "Run a command every N seconds, clearing the screen between runs, until Ctrl-C.\n"
+        "Examples: watch gqueue -a | watch -n 5 ginfo | watch -c 3 q"))
+    p.add_argument("-n", "--interval", type=_positive_float, default=default_interval,
+                   metavar="SECS", help=f"seconds between runs (default {default_interval:g}, "
+                                        "from [shell] refresh_secs)")
+    p.add_argument("-c", "--count", type=_positive_int, metavar="N",
+                   help="stop after N runs (default: until Ctrl-C)")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND",
+                   help="a shell command line, e.g. gqueue -a")
+    return p
+
+
+def _wait_parser() -> ShellParser:
+    p = ShellParser(prog="wait", description=(
+        "Wait until a job reaches a state (by default: until it has ended), then print it.\n"
+        "Exit status 0 when it got there (for the default: when it Finished), else 1.\n"
+        "Examples: wait 3 | wait @ | wait 3 --state Running --timeout 60"))
+    p.add_argument("job", metavar="JOB", help="job id, @ (your last job) or @~N")
+    p.add_argument("-s", "--state", metavar="STATES",
+                   help="comma list of states to wait for (default: any final state)")
+    p.add_argument("-t", "--timeout", type=_positive_float, metavar="SECS",
+                   help="give up after SECS seconds (default: wait until Ctrl-C)")
+    return p
+
+
+def _status_parser() -> ShellParser:
+    return ShellParser(prog="status", description=(
+        "Show the daemon this shell talks to: its health (GET /health), pid, version, "
+        "uptime, GPUs and job counts."))
+
+
+def _use_parser() -> ShellParser:
+    p = ShellParser(prog="use", description=(
+        "Switch to another gflowd, or show the current one.\n"
+        "TARGET: HOST:PORT, HOST (port 59000), :PORT, a gflow.toml path, or 'default'\n"
+        "(the daemon the shell started with). The classic tools run from this shell\n"
+        "(and programs started with 'shell'/'!') use it too: it sets GFLOW_DAEMON_HOST\n"
+        "and GFLOW_DAEMON_PORT (and GFLOW_TIMEZONE from a config file)."))
+    p.add_argument("target", nargs="?", metavar="TARGET")
+    return p
+
+
+SHELL_COMMANDS: dict[str, tuple[Callable[..., ShellParser], str]] = {
+    "status": (_status_parser, "Health of the daemon this shell talks to"),
+    "use": (_use_parser, "Switch daemons: use HOST:PORT | use CONFIG.toml | use default"),
+    "watch": (_watch_parser, "Refresh a command every N seconds until Ctrl-C"),
+    "wait": (_wait_parser, "Wait until a job has ended (or reached a given state)"),
+}
+
+
+class _StderrLines(io.TextIOBase):
+    """A tool's stderr: passed through line by line, except the client's "could not
+    connect" message (two or three lines), which the shell replaces by its own line."""
+
+    _FIRST, _HINT = CONNECT_HELP.splitlines()[0], CONNECT_HELP.splitlines()[-1]
+
+    def __init__(self, target, on_connection_failed: Callable[[Optional[str]], str]):
+        super().__init__()
+        self._target = target
+        self._on_failed = on_connection_failed
+        self._partial = ""
+        self._in_message = False
+        self._reason: Optional[str] = None
+        self.connection_failed = False
+
+    # file-like bits tools may look at
+    def isatty(self) -> bool:
+        try:
+            return self._target.isatty()
+        except (AttributeError, ValueError):
+            return False
+
+    @property
+    def encoding(self):  # type: ignore[override]
+        return getattr(self._target, "encoding", "utf-8")
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        data = self._partial + text
+        lines = data.split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self._line(line)
+        return len(text)
+
+    def _line(self, line: str) -> None:
+        if line == self._FIRST:
+            self._in_message, self._reason = True, None
+            self.connection_failed = True
+            return
+        if self._in_message:
+            if line == self._HINT:
+                return
+            if line.startswith("(") and line.endswith(")") and self._reason is None:
+                self._reason = line[1:-1]
+                return
+            self._emit_message()
+        self._target.write(line + "\n")
+
+    def _emit_message(self) -> None:
+        self._in_message = False
+        self._target.write(self._on_failed(self._reason) + "\n")
+
+    def flush(self) -> None:
+        with contextlib.suppress(Exception):
+            self._target.flush()
+
+    def finish(self) -> None:
+        if self._partial:
+            partial, self._partial = self._partial, ""
+            if self._in_message:
+                self._emit_message()
+            self._target.write(partial)
+        if self._in_message:
+            self._emit_message()
+        self.flush()
+
+
+class _TextWithBuffer(io.TextIOBase):
+    """A text stream without `.buffer` (a StringIO in a transcript, a capture) given one,
+    for tools that copy bytes to `sys.stdout.buffer` (`gjob log`)."""
+
+    def __init__(self, target):
+        super().__init__()
+        import codecs
+        self._target = target
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self.buffer = self._Bytes(self)
+
+    class _Bytes:
+        def __init__(self, outer: "_TextWithBuffer"):
+            self._outer = outer
+
+        def write(self, data: bytes) -> int:
+            self._outer._target.write(self._outer._decoder.decode(bytes(data)))
+            return len(data)
+
+        def flush(self) -> None:
+            self._outer.flush()
+
+    def write(self, text: str) -> int:
+        return self._target.write(text) or len(text)
+
+    def flush(self) -> None:
+        with contextlib.suppress(Exception):
+            self._target.flush()
+
+    def isatty(self) -> bool:
+        try:
+            return self._target.isatty()
+        except (AttributeError, ValueError):
+            return False
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self):  # type: ignore[override]
+        return getattr(self._target, "encoding", None) or "utf-8"
+
+
+def _tool_stdout(stream):
+    """`stream` itself when it has a byte layer, else a wrapper that adds one."""
+    return stream if hasattr(stream, "buffer") else _TextWithBuffer(stream)
+
+
+def _exit_status(exc: SystemExit) -> int:
+    code = exc.code
+    if code is None:
+        return EXIT_OK
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return EXIT_RUNTIME
+
+
+def parse_target(text: str) -> tuple[str, int]:
+    """HOST:PORT, [V6]:PORT, HOST or :PORT -> (host, port); ValueError with a clear text."""
+    host, port_text = text, ""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError(f"invalid address '{text}': missing ']'")
+        host, rest = text[1:end], text[end + 1:]
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"invalid address '{text}'")
+        port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    if not port_text:
+        port = 59000
+    elif port_text.isascii() and port_text.isdigit() and 0 < int(port_text) <= 65535:
+        port = int(port_text)
+    else:
+        raise ValueError(f"invalid port '{port_text}' in '{text}': expected 1-65535")
+    return host, port
+
+
+TARGET_ENV = ("GFLOW_DAEMON_HOST", "GFLOW_DAEMON_PORT")
+
+
+def load_target_config(path: str, env=None):
+    """A config file chosen explicitly (`use FILE`, `--config FILE`): its daemon address
+    wins over GFLOW_DAEMON_HOST/PORT, which only an earlier `use` may have set."""
+    from gflow.config import load_config
+    env = os.environ if env is None else env
+    return load_config(path, env={k: v for k, v in env.items() if k not in TARGET_ENV})
+
+
+class GflowShell(cmd2.Cmd):
+    """The gflow admin shell (see the module docstring)."""
+
+    def __init__(self, *, config=None, config_path: Optional[str] = None,
+                 history_file: str = "", startup_script: str = "",
+                 stdin=None, stdout=None, commands: Sequence[str] = (),
+                 exit_on_error: bool = False, interactive: Optional[bool] = None):
+        from gflow.config import ShellConfig
+        shell_config = config.shell if config is not None else ShellConfig()
+        self.shell_config = shell_config
+        super().__init__(stdin=stdin, stdout=stdout, allow_cli_args=False,
+                         persistent_history_file=history_file,
+                         startup_script=startup_script, include_py=False,
+                         include_ipy=False, auto_suggest=True)
+        self._startup_commands.extend(commands)
+        stdin_obj = self.stdin
+        if interactive is None:
+            try:
+                interactive = bool(stdin_obj.isatty())
+            except (AttributeError, ValueError):
+                interactive = False
+        self.interactive = interactive
+        self.exit_on_error = exit_on_error
+        self.config_path = config_path
+        self.default_error = "Unknown command '{}'. Type 'help' for the list of commands."
+        self.suggest_similar_command = True
+        self.default_suggestion_message = "Did you mean '{}'?"
+        for name in ("run_pyscript", "py", "ipy", "_relative_run_script", "_eof"):
+            if name not in self.hidden_commands:
+                self.hidden_commands.append(name)
+        self.last_rc = EXIT_OK          # status of the last command
+        self.failed_rc = EXIT_OK        # status of the last failed command (0: none failed)
+        self._rc: Optional[int] = None  # set by the command being run
+        self._interrupted = False
+        self._reachable: Optional[bool] = None
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, Any]] = {}
+        self._parsers: dict[str, Optional[argparse.ArgumentParser]] = {}
+        self._client: Optional[Client] = None
+        self._completion_client: Optional[Client] = None
+        self._initial_env = {k: os.environ.get(k) for k in
+                             ("GFLOW_DAEMON_HOST", "GFLOW_DAEMON_PORT", "GFLOW_TIMEZONE")}
+        if config is not None:
+            self.host, self.port = config.daemon.host, config.daemon.port
+        else:
+            self.host, self.port = "localhost", 59000
+        self._initial_target = (self.host, self.port)
+        self._prompt_template = shell_config.prompt
+        self._update_prompt()
+        for name, expansion in shell_config.aliases:
+            self._add_alias(name, expansion)
+        self.register_precmd_hook(self._before_command)
+        self.register_cmdfinalization_hook(self._after_command)
+
+    # --- target daemon -------------------------------------------------------------------
+
+    @property
+    def target(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def _update_prompt(self) -> None:
+        self.prompt = (self._prompt_template.replace("{host}", self.host)
+                       .replace("{port}", str(self.port))
+                       .replace("{user}", os.environ.get("USER", "")))
+
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = Client(self.host, self.port, timeout=10)
+        return self._client
+
+    def _switch(self, host: str, port: int, timezone: Optional[str] = None,
+                restore: bool = False) -> None:
+        if restore:
+            for key, value in self._initial_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        else:
+            os.environ["GFLOW_DAEMON_HOST"] = host
+            os.environ["GFLOW_DAEMON_PORT"] = str(port)
+            if timezone:
+                os.environ["GFLOW_TIMEZONE"] = timezone
+        self.host, self.port = host, port
+        with self._lock:
+            for c in (self._client, self._completion_client):
+                if c is not None:
+                    c.close()
+            self._client = self._completion_client = None
+            self._cache.clear()
+        self._reachable = None
+        self._update_prompt()
+
+    def _connection_message(self, reason: Optional[str]) -> str:
+        why = f" ({reason})" if reason else ""
+        if self._reachable:
+            msg = (f"Lost connection to gflowd at {self.target}{why}; "
+                   "the next command tries again.")
+        else:
+            msg = (f"Cannot reach gflowd at {self.target}{why}: is it running? "
+                   "('gflowd up' starts it; 'use' picks another)")
+        self._reachable = False
+        return msg
+
+    # --- hooks: exit statuses -----------------------------------------------------------
+
+    def _before_command(self, data: cmd2.plugin.PrecommandData) -> cmd2.plugin.PrecommandData:
+        self._rc = None
+        return data
+
+    def _after_command(self, data: cmd2.plugin.CommandFinalizationData
+                       ) -> cmd2.plugin.CommandFinalizationData:
+        rc = self._rc if self._rc is not None else EXIT_OK
+        self.last_rc = rc
+        self._cache.clear()                     # a command may have changed jobs or GPUs
+        with contextlib.suppress(Exception):   # keep stdout and stderr in order in pipes
+            self.stdout.flush()
+        if rc != EXIT_OK:
+            self.failed_rc = rc
+            if self.exit_on_error and not data.stop:
+                self.perror(f"Stopping: the last command failed (exit status {rc}).",
+                            style=None)
+                data = type(data)(True, data.statement)
+        self.exit_code = self.failed_rc if not self.interactive else EXIT_OK
+        return data
+
+    def default(self, statement) -> Optional[bool]:  # unknown command
+        super().default(statement)
+        self._rc = EXIT_RUNTIME
+        return None
+
+    def pexcept(self, exception: BaseException, **kwargs: Any) -> None:
+        """Any unexpected error: one line (the traceback only with `set debug true`)."""
+        self._rc = EXIT_RUNTIME
+        if self.debug:
+            import traceback
+            traceback.print_exception(exception, file=sys.stderr)
+        text = str(exception) or type(exception).__name__
+        self.perror(f"Error: {text}", style=None)
+
+    def _get_command_category(self, func) -> str:
+        category = getattr(func, cmd2.constants.COMMAND_ATTR_HELP_CATEGORY, None)
+        return category or SHELL
+
+    def _add_alias(self, name: str, expansion: str) -> None:
+        valid, why = self.statement_parser.is_valid_command(name)
+        if not valid or name in self.get_all_commands():
+            reason = why or "it is a command name"
+            self.perror(f"Warning: [shell] alias '{name}' ignored: {reason}", style=None)
+            return
+        self.statement_parser.aliases[name] = expansion
+
+    # --- running the classic tools -------------------------------------------------------
+
+    def tool_module(self, tool: str):
+        """gflow.cli.<tool>, or None when this installation does not have it yet."""
+        name = f"gflow.cli.{tool}"
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name in (name, "gflow.cli"):
+                return None
+            raise
+        if not callable(getattr(module, "main", None)):
+            return None
+        return module
+
+    def tool_parser(self, tool: str) -> Optional[argparse.ArgumentParser]:
+        if tool not in self._parsers:
+            parser = None
+            with contextlib.suppress(Exception):
+                if tool in SHELL_COMMANDS:
+                    parser = self._shell_parser(tool)
+                else:
+                    module = self.tool_module(tool)
+                    if module is not None and hasattr(module, "build_parser"):
+                        parser = module.build_parser()
+            self._parsers[tool] = parser
+        return self._parsers[tool]
+
+    def _shell_parser(self, name: str) -> ShellParser:
+        if name == "watch":
+            return _watch_parser(self.shell_config.refresh_secs)
+        return SHELL_COMMANDS[name][0]()
+
+    def run_tool(self, tool: str, argv: Sequence[str]) -> int:
+        """Run a classic tool in process; its output goes where this command's goes."""
+        try:
+            module = self.tool_module(tool)
+        except Exception as exc:  # a broken install: say which part is missing
+            return self._fail(f"{tool} cannot be loaded: {type(exc).__name__}: {exc}")
+        if module is None:
+            return self._fail(f"{tool} is not available in this installation yet "
+                              f"(gflow.cli.{tool} is missing).")
+        err = _StderrLines(sys.stderr, self._connection_message)
+        out = _tool_stdout(self.stdout)
+        rc = EXIT_OK
+        with contextlib.suppress(Exception):
+            self.stdout.flush()
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    rc = module.main(list(argv))
+                except SystemExit as exc:
+                    rc = _exit_status(exc)
+                except KeyboardInterrupt:
+                    print("", file=sys.stderr)
+                    rc = 130
+                except ConnectionFailed as exc:
+                    print(str(exc), file=sys.stderr)
+                    rc = EXIT_RUNTIME
+                except Exception as exc:  # a bug in the tool: one line, and keep going
+                    if self.debug:
+                        import traceback
+                        traceback.print_exception(exc, file=sys.stderr)
+                    print(f"Error: {tool} failed: {type(exc).__name__}: {exc}",
+                          file=sys.stderr)
+                    rc = EXIT_RUNTIME
+        finally:
+            err.finish()
+            with contextlib.suppress(Exception):
+                self.stdout.flush()
+        if rc is None:
+            rc = EXIT_OK
+        if rc == 130:
+            self._interrupted = True
+        if not err.connection_failed and rc == EXIT_OK:
+            self._reachable = True
+        self._rc = int(rc) if isinstance(rc, int) else EXIT_RUNTIME
+        return self._rc
+
+    def _fail(self, message: str, rc: int = EXIT_RUNTIME) -> int:
+        self.perror(message, style=None)
+        self._rc = rc
+        return rc
+
+    def _parse(self, name: str, argv: Sequence[str]) -> Optional[argparse.Namespace]:
+        parser = self.tool_parser(name)
+        assert parser is not None
+        try:
+            with contextlib.redirect_stdout(self.stdout):
+                return parser.parse_args(list(argv))
+        except SystemExit as exc:
+            self._rc = _exit_status(exc)
+            return None
+
+    # --- completion -------------------------------------------------------------------
+
+    def complete_tool(self, tool: str, prefix: Sequence[str], text: str, line: str,
+                      begidx: int, endidx: int) -> Completions:
+        parser = self.tool_parser(tool)
+        if parser is None:
+            return Completions()
+        tokens, _raw = self.tokens_for_completion(line, begidx, endidx)
+        words = list(prefix) + tokens[1:-1]
+        if tool == "watch":
+            inner = self._watch_inner(parser, words)
+            if inner is not None:
+                return self._complete_inner(inner, text, line, begidx, endidx)
+        cands, kind = complete_args(parser, words, text, self._lookup, path=[tool])
+        if kind == PATH:
+            return self.path_complete(text, line, begidx, endidx)
+        if kind is not None and not cands:
+            return Completions(hint=self._hint(kind))
+        return Completions(items=[CompletionItem(c.text, display_meta=c.meta) for c in cands])
+
+    def _watch_inner(self, parser, words: list[str]) -> Optional[list[str]]:
+        """The words of the command that `watch` runs, once it has started."""
+        i = 0
+        while i < len(words):
+            w = words[i]
+            if w in ("-n", "--interval", "-c", "--count"):
+                i += 2
+                continue
+            if w.startswith("-"):
+                i += 1
+                continue
+            return words[i:]
+        return None
+
+    def _complete_inner(self, words: list[str], text: str, line: str, begidx: int,
+                        endidx: int) -> Completions:
+        command = words[0]
+        if command in SHORTCUTS_TABLE:
+            tool, prefix, _ = SHORTCUTS_TABLE[command]
+        elif command in TOOLS or command in SHELL_COMMANDS:
+            tool, prefix = command, ()
+        else:
+            return Completions()
+        # re-enter with the inner command line ending at the cursor
+        inner_line = " ".join(shlex.quote(w) for w in words) + " " + text
+        start = len(inner_line) - len(text)
+        return self.complete_tool(tool, prefix, text, inner_line, start, len(inner_line))
+
+    @staticmethod
+    def _hint(kind: str) -> str:
+        return {JOB: "(no live jobs)", QUEUED_JOB: "(no queued jobs)",
+                HELD_JOB: "(no held jobs)", GPU: "(no GPUs)", USER: "",
+                RESERVATION: "(no reservations)"}.get(kind, "")
+
+    def _fetch(self, path: str, query: Optional[dict] = None) -> Any:
+        with self._lock:
+            if self._completion_client is None:
+                self._completion_client = Client(self.host, self.port, timeout=2)
+            client = self._completion_client
+        return client.call("GET", path, query=query)
+
+    def _cached(self, key: str, fetch: Callable[[], Any], ttl: float = 2.0) -> Any:
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and now - hit[0] < ttl:
+            return hit[1]
+        try:
+            value = fetch()
+        except (ConnectionFailed, ApiError, OSError, ValueError, KeyError, TypeError):
+            value = None
+        self._cache[key] = (now, value)
+        return value
+
+    def _live_jobs(self) -> list[dict]:
+        jobs = self._cached("jobs", lambda: self._fetch(
+            "/jobs", {"state": ",".join(LIVE_STATES)}))
+        return [j for j in jobs or [] if isinstance(j, dict) and "id" in j]
+
+    def _reservations(self) -> list[dict]:
+        found = self._cached("reservations", lambda: self._fetch("/reservations"))
+        return [r for r in found or [] if isinstance(r, dict) and "id" in r]
+
+    def _lookup(self, kind: str) -> list[Candidate]:
+        """Live values of a kind, for completion (empty when the daemon does not answer)."""
+        if kind in (JOB, QUEUED_JOB, HELD_JOB):
+            wanted = {JOB: LIVE_STATES, QUEUED_JOB: ("Queued",), HELD_JOB: ("Hold",)}[kind]
+            return [Candidate(str(j["id"]), f"{j.get('state', '?')} {j.get('run_name') or ''}")
+                    for j in self._live_jobs() if j.get("state") in wanted]
+        if kind == GPU:
+            info = self._cached("info", lambda: self._fetch("/info")) or {}
+            allowed = info.get("allowed_gpu_indices") if isinstance(info, dict) else None
+            out = []
+            for gpu in (info.get("gpus") or []) if isinstance(info, dict) else []:
+                meta = "available" if gpu.get("available") else "in use"
+                if allowed is not None and gpu.get("index") not in allowed:
+                    meta += ", restricted"
+                out.append(Candidate(str(gpu.get("index")), meta))
+            return out
+        if kind == USER:
+            users = {os.environ.get("USER") or ""}
+            users.update(str(j.get("submitted_by")) for j in self._live_jobs()
+                         if j.get("submitted_by"))
+            users.update(str(r.get("user")) for r in self._reservations() if r.get("user"))
+            users.discard("")
+            return [Candidate(u) for u in sorted(users)]
+        if kind == RESERVATION:
+            out = []
+            for r in self._reservations():
+                spec = r.get("gpu_spec") or {}
+                gpus = (f"{spec['count']} GPUs" if "count" in spec else
+                        "GPU " + ",".join(map(str, spec.get("indices") or [])))
+                out.append(Candidate(str(r["id"]),
+                                     f"{r.get('user', '?')} {r.get('status', '?')} {gpus}"))
+            return out
+        return []
+
+    # --- shell-only commands -------------------------------------------------------------
+
+    def cmd_status(self, args, argv) -> int:
+        try:
+            status, body = self.client().health()
+        except ConnectionFailed as exc:
+            reason = str(exc).splitlines()[-1] if "\n(" in str(exc) else None
+            return self._fail(self._connection_message(
+                reason[1:-1] if reason and reason.startswith("(") else None))
+        self._reachable = True
+        body = body if isinstance(body, dict) else {}
+        state = body.get("status") or ("ok" if status == 200 else f"HTTP {status}")
+        uptime = int(body.get("uptime_secs") or 0)
+        jobs = body.get("jobs") or {}
+        self.poutput(f"gflowd at {self.target}: {state}")
+        self.poutput(f"  pid {body.get('pid', '?')}, version {body.get('version', '?')}, "
+                     f"up {uptime // 3600:02d}:{uptime % 3600 // 60:02d}:{uptime % 60:02d}")
+        self.poutput(f"  GPUs: {body.get('gpus', 0)} ({body.get('gpu_source', '?')}); "
+                     f"jobs: {jobs.get('queued', 0)} queued, {jobs.get('running', 0)} running, "
+                     f"{jobs.get('held', 0)} held")
+        if body.get("detail"):
+            self.poutput(f"  detail: {body['detail']}")
+        return EXIT_OK if status == 200 and state == "ok" else EXIT_RUNTIME
+
+    def cmd_use(self, args, argv) -> int:
+        if args.target is None:
+            source = "default" if (self.host, self.port) == self._initial_target else "use"
+            self.poutput(f"Using gflowd at {self.target} ({source}).")
+            return EXIT_OK
+        text = args.target
+        if text == "default":
+            self._switch(*self._initial_target, restore=True)
+        elif os.path.sep in text or text.endswith(".toml") or os.path.isfile(text):
+            path = os.path.expanduser(text)
+            if not os.path.isfile(path):
+                return self._fail(f"use: no such config file: {text}")
+            from gflow.errors import ConfigError
+            try:
+                config = load_target_config(path)
+            except ConfigError as exc:
+                return self._fail(f"use: {exc}")
+            for warning in config.warnings:
+                self.perror(f"Warning: {warning}", style=None)
+            self._switch(config.daemon.host, config.daemon.port, config.timezone)
+        else:
+            try:
+                host, port = parse_target(text)
+            except ValueError as exc:
+                return self._fail(f"use: {exc}")
+            self._switch(host or self.host, port)
+        try:
+            status, body = Client(self.host, self.port, timeout=3).health()
+        except ConnectionFailed:
+            self.poutput(f"Using gflowd at {self.target} (not answering yet: "
+                         "'gflowd up' starts it).")
+            return EXIT_OK
+        body = body if isinstance(body, dict) else {}
+        self._reachable = True
+        self.poutput(f"Using gflowd at {self.target} ({body.get('status', status)}, "
+                     f"version {body.get('version', '?')}, pid {body.get('pid', '?')}).")
+        return EXIT_OK
+
+    def cmd_watch(self, args, argv) -> int:
+        if not args.command:
+            return self._fail("watch: error: a command to run is required "
+                              "(e.g. watch gqueue -a)", EXIT_USAGE)
+        # the command's words with their quotes, as typed (argv has them removed)
+        raw = self._raw_args[len(self._raw_args) - len(args.command):]
+        line = " ".join(raw)
+        if args.command[0] == "watch":
+            return self._fail("watch: error: cannot watch 'watch'", EXIT_USAGE)
+        clear = False
+        with contextlib.suppress(Exception):
+            clear = self.stdout.isatty()
+        runs, rc = 0, EXIT_OK
+        try:
+            while True:
+                if clear:
+                    self.stdout.write("\x1b[H\x1b[2J")
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+                self.poutput(f"Every {args.interval:g}s: {line}    {self.target}  {stamp}")
+                self.poutput("")
+                self._interrupted = False
+                self.onecmd_plus_hooks(line, add_to_history=False,
+                                       raise_keyboard_interrupt=True)
+                rc = self.last_rc
+                with contextlib.suppress(Exception):
+                    self.stdout.flush()
+                runs += 1
+                if self._interrupted or (args.count and runs >= args.count):
+                    break
+                time.sleep(args.interval)
+        except KeyboardInterrupt:
+            self.poutput("")
+        return rc if args.count else EXIT_OK
+
+    def cmd_wait(self, args, argv) -> int:
+        from gflow.errors import ParseError
+        from gflow.parsing import parse_job_ref
+        wanted: tuple[str, ...] = FINAL_STATES
+        if args.state:
+            wanted = tuple(s.strip() for s in args.state.split(",") if s.strip())
+            by_lower = {s.lower(): s for s in ALL_STATES}
+            bad = [s for s in wanted if s.lower() not in by_lower]
+            if bad or not wanted:
+                return self._fail(f"wait: error: unknown state '{(bad or [''])[0]}' "
+                                  f"(one of: {', '.join(ALL_STATES)})", EXIT_USAGE)
+            wanted = tuple(by_lower[s.lower()] for s in wanted)
+        client = self.client()
+        try:
+            try:
+                ref = parse_job_ref(args.job)
+            except ParseError as exc:
+                return self._fail(f"wait: error: {exc}", EXIT_USAGE)
+            job_id = ref if isinstance(ref, int) else client.resolve(
+                os.environ.get("USER") or "unknown", ref)
+            deadline = None if args.timeout is None else time.monotonic() + args.timeout
+            delay = 0.05
+            while True:
+                job = client.get_job(job_id)
+                if job is None:
+                    return self._fail(f"Job {job_id} not found")
+                state = job.get("state")
+                if state in wanted:
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    return self._fail(f"Timed out after {args.timeout:g}s waiting for job "
+                                      f"{job_id} (it is {state}).")
+                if state in FINAL_STATES:
+                    return self._fail(f"Job {job_id} is {state}: it will not become "
+                                      f"{' or '.join(wanted)}.")
+                time.sleep(delay if deadline is None
+                           else max(0.0, min(delay, deadline - time.monotonic())))
+                delay = min(delay * 1.5, 1.0)
+        except ConnectionFailed as exc:
+            reason = str(exc).splitlines()[-1] if "\n(" in str(exc) else None
+            return self._fail(self._connection_message(
+                reason[1:-1] if reason and reason.startswith("(") else None))
+        except ApiError as exc:
+            return self._fail(f"Error: {exc}")
+        except KeyboardInterrupt:
+            self.poutput("")
+            self._interrupted = True
+            return 130
+        self._reachable = True
+        code = job.get("exit_code")
+        detail = f" (exit code {code})" if code is not None else ""
+        self.poutput(f"Job {job_id} is {state}{detail}.")
+        if wanted == FINAL_STATES and state != "Finished":
+            return EXIT_RUNTIME
+        return EXIT_OK
+
+    def run_shell_command(self, name: str, statement) -> Optional[bool]:
+        self._raw_args = list(statement.arg_list)
+        argv = statement.argv[1:]
+        args = self._parse(name, argv)
+        if args is None:
+            return None
+        self._rc = getattr(self, f"cmd_{name}")(args, argv)
+        return None
+
+    # --- help ----------------------------------------------------------------------------
+
+    def do_help(self, statement) -> None:
+        """List the commands by area, or show one command's help: help [COMMAND]"""
+        argv = statement.argv[1:]
+        topics = [a for a in argv if a not in ("-v", "--verbose")]
+        if not topics:
+            self._print_command_list()
+            return
+        for topic in topics:
+            self._help_on(topic)
+
+    def _print_command_list(self) -> None:
+        groups: dict[str, list[tuple[str, str]]] = {}
+        for name in sorted(self.get_visible_commands()):
+            func = self.get_command_func(name)
+            if func is None:
+                continue
+            doc = (func.__doc__ or "").strip().splitlines()
+            groups.setdefault(self._get_command_category(func), []).append(
+                (name, doc[0].strip() if doc else ""))
+        order = list(CATEGORY_ORDER) + sorted(c for c in groups if c not in CATEGORY_ORDER)
+        width = max((len(n) for items in groups.values() for n, _ in items), default=8) + 2
+        first = True
+        for category in order:
+            items = groups.get(category)
+            if not items:
+                continue
+            if not first:
+                self.poutput("")
+            first = False
+            self.poutput(f"{category}:")
+            for name, doc in items:
+                self.poutput(f"  {name:<{width}}{doc}".rstrip())
+        if self.aliases:
+            self.poutput("")
+            self.poutput("Aliases:")
+            for name, value in sorted(self.aliases.items()):
+                self.poutput(f"  {name:<{width}}{value}")
+        self.poutput("")
+        self.poutput("'help COMMAND' or 'COMMAND --help' for details; Tab completes commands, "
+                     "options, job ids, GPUs, users and reservation ids.")
+
+    def _help_on(self, topic: str) -> None:
+        if topic in self.aliases:
+            self.poutput(f"{topic} is an alias for: {self.aliases[topic]}")
+            return
+        if topic in SHORTCUTS_TABLE:
+            tool, prefix, _ = SHORTCUTS_TABLE[topic]
+            self.poutput(f"{topic} is short for: {' '.join((tool,) + prefix)}")
+            self._print_tool_help(tool, prefix)
+            return
+        if topic in TOOLS or topic in SHELL_COMMANDS:
+            self._print_tool_help(topic, ())
+            return
+        func = self.get_command_func(topic)
+        if func is None:
+            self._fail(f"help: no command '{topic}'. Type 'help' for the list of commands.")
+            return
+        parser = self.command_parsers.get(func)
+        if parser is not None:
+            self.poutput(parser.format_help().rstrip("\n"))
+        else:
+            self.poutput((func.__doc__ or "").strip())
+
+    def _print_tool_help(self, tool: str, prefix: Sequence[str]) -> None:
+        parser = self.tool_parser(tool)
+        if parser is None:
+            self._fail(f"{tool} is not available in this installation yet "
+                       f"(gflow.cli.{tool} is missing).")
+            return
+        for word in prefix:
+            sub = next((a for a in parser._actions
+                        if isinstance(a, argparse._SubParsersAction)), None)
+            if sub is None or word not in sub.choices:
+                break
+            parser = sub.choices[word]
+        with contextlib.redirect_stdout(self.stdout):
+            self.poutput(parser.format_help().rstrip("\n"))
+
+    def complete_help(self, text, line, begidx, endidx) -> Completions:
+        names = sorted(set(self.get_visible_commands()) | set(self.aliases))
+        return self.basic_complete(text, line, begidx, endidx, names)
+
+
+def _make_tool_command(name: str, tool: str, prefix: tuple[str, ...], doc: str,
+                       category: str):
+    def do(self: GflowShell, statement) -> None:
+        self.run_tool(tool, list(prefix) + statement.argv[1:])
+
+    def complete(self: GflowShell, text, line, begidx, endidx) -> Completions:
+        return self.complete_tool(tool, prefix, text, line, begidx, endidx)
+
+    do.__name__ = do.__qualname__ = f"do_{name}"
+    complete.__name__ = complete.__qualname__ = f"complete_{name}"
+    do.__doc__ = doc
+    setattr(do, cmd2.constants.COMMAND_ATTR_HELP_CATEGORY, category)
+    setattr(GflowShell, f"do_{name}", do)
+    setattr(GflowShell, f"complete_{name}", complete)
+
+
+def _make_shell_command(name: str, doc: str):
+    def do(self: GflowShell, statement) -> None:
+        self.run_shell_command(name, statement)
+
+    def complete(self: GflowShell, text, line, begidx, endidx) -> Completions:
+        return self.complete_tool(name, (), text, line, begidx, endidx)
+
+    do.__name__ = do.__qualname__ = f"do_{name}"
+    complete.__name__ = complete.__qualname__ = f"complete_{name}"
+    do.__doc__ = doc
+    setattr(do, cmd2.constants.COMMAND_ATTR_HELP_CATEGORY, SHELL)
+    setattr(GflowShell, f"do_{name}", do)
+    setattr(GflowShell, f"complete_{name}", complete)
+
+
+for _tool, (_category, _doc) in TOOLS.items():
+    _make_tool_command(_tool, _tool, (), _doc, _category)
+for _name, (_tool, _prefix, _doc) in SHORTCUTS_TABLE.items():
+    _make_tool_command(_name, _tool, _prefix, _doc, SHORTCUTS)
+for _name, (_factory, _doc) in SHELL_COMMANDS.items():
+    _make_shell_command(_name, _doc)
