@@ -228,7 +228,9 @@ def guarded(fn: Callable[..., int]) -> Callable[..., int]:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs) -> int:
         try:
-            return fn(*args, **kwargs)
+            rc = fn(*args, **kwargs)
+            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+            return rc
         except ConnectionFailed as exc:
             print(str(exc), file=sys.stderr)
             return EXIT_RUNTIME
