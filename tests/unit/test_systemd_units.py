@@ -1,0 +1,44 @@
+"""The systemd units pass `systemd-analyze verify` (where it exists) and keep jobs alive on stop."""
+
+from __future__ import annotations
+
+import configparser
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+UNITS = Path(__file__).resolve().parents[2] / "contrib" / "systemd"
+
+
+def parse(name: str) -> configparser.ConfigParser:
+    cp = configparser.ConfigParser(strict=False, interpolation=None)
+    cp.optionxform = str
+    cp.read(UNITS / name)
+    return cp
+
+
+@pytest.mark.parametrize("name", ["gflowd.service", "gflowd@.service"])
+def test_unit_shape(name):
+    unit = parse(name)
+    service = unit["Service"]
+    assert "gflowd up --foreground" in service["ExecStart"]
+    assert service["KillMode"] == "process"       # stopping the daemon leaves jobs running
+    assert service["ExecReload"].endswith("-HUP $MAINPID")
+    if name.startswith("gflowd@"):
+        assert service["User"] == "%i"
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="no systemd-analyze here")
+@pytest.mark.parametrize("name", ["gflowd.service", "gflowd@.service"])
+def test_systemd_analyze_verify(name, tmp_path):
+    target = tmp_path / (name.replace("@.", "@lab.") if "@" in name else name)
+    shutil.copy(UNITS / name, target)
+    if "@" in name:
+        shutil.copy(UNITS / name, tmp_path / name)
+    res = subprocess.run(["systemd-analyze", "verify", "--man=no", str(target)],
+                         capture_output=True, text=True, timeout=60)
+    problems = [line for line in (res.stdout + res.stderr).splitlines()
+                if str(target.name) in line or name in line]
+    assert res.returncode == 0 and not problems, res.stdout + res.stderr
