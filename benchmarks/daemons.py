@@ -208,6 +208,27 @@ class Daemon:
             raise BenchError(f"{self.side}: POST /jobs -> {status} {payload[:200]!r}")
         return json.loads(payload)["id"]
 
+    def describe_jobs(self, ids) -> str:
+        """The jobs that did not finish, grouped: "12 Failed (reason), 13-20 Queued"."""
+        try:
+            jobs = [j for j in self.get_json("/jobs") if j["id"] in set(ids)]
+        except (BenchError, OSError, ValueError, http.client.HTTPException) as exc:
+            return f"cannot list jobs: {exc}"
+        groups: list[list] = []
+        for j in jobs:
+            if j["state"] == "Finished":
+                continue
+            key = (j["state"], json.dumps(j.get("reason")))
+            if groups and groups[-1][0] == key and groups[-1][2] == j["id"] - 1:
+                groups[-1][2] = j["id"]
+            else:
+                groups.append([key, j["id"], j["id"]])
+        parts = []
+        for (state, reason), first, last in groups:
+            span = str(first) if first == last else f"{first}-{last}"
+            parts.append(f"{span} {state}" + (f" ({reason})" if reason != "null" else ""))
+        return ", ".join(parts) or "all finished"
+
     def close_http(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -245,8 +266,8 @@ class Daemon:
                     return jobs
                 last = pending[-1]
             if time.monotonic() > deadline:
-                raise BenchError(f"{self.side}: jobs not final after {timeout}s (job {last} "
-                                 f"is {job['state']}; home {self.home})")
+                raise BenchError(f"{self.side}: jobs not final after {timeout}s: "
+                                 f"{self.describe_jobs(ids)}")
             time.sleep(interval)
 
     # -- lifecycle -------------------------------------------------------------------
@@ -341,18 +362,26 @@ class Theirs(Daemon):
         self.tmux_socket = tmux_dir / f"tmux-{os.getuid()}" / "default"
         (self.home / ".profile").write_text(f'export PATH="{self.bin_dir}:$PATH"\n')
         self.proc: subprocess.Popen | None = None
+        # No -v: errors only (`gflowd up` would pass -vvv, debug logging to a file)
+        self.daemon_args: list[str] = []
 
     def root_pids(self) -> list[int]:
         return [self.proc.pid] if self.proc is not None and self.proc.poll() is None else []
 
     def start(self) -> None:
         log = open(self.home / "gflowd.out", "ab")
-        self.proc = subprocess.Popen([self.tool("gflowd")], env=self.env, cwd=self.home,
+        argv = [self.tool("gflowd"), *self.daemon_args]
+        self.proc = subprocess.Popen(argv, env=self.env, cwd=self.home,
                                      stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                      start_new_session=True)
         log.close()
         try:
             self.wait_healthy()
+            # 0.4.13 binds with SO_REUSEPORT: make sure it is ours that answers.
+            pid = self.get_json("/health").get("pid")
+            if pid != self.proc.pid:
+                raise BenchError(f"theirs: port {self.port} is answered by pid {pid}, "
+                                 f"not by the gflowd started here ({self.proc.pid})")
         except BenchError:
             if self.proc.poll() is not None:
                 tail = (self.home / "gflowd.out").read_text(errors="replace")[-300:]
