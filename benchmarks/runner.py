@@ -136,7 +136,9 @@ def machine() -> dict:
 def describe_machine(m: dict) -> str:
     return (f"{m['nproc']} CPUs ({m['cpu']}), {m['memory']} RAM, Python {m['python']}, "
             f"Linux {m['kernel']}, {m['date']}, commit {m['commit']}, load average "
-            f"{m['loadavg_start'][0]:.2f} at start, {m.get('loadavg_end', (0,))[0]:.2f} at end")
+            f"{m['loadavg_start'][0]:.2f} at start, {m.get('loadavg_end', (0,))[0]:.2f} at end"
+            + (f" (per scenario: {', '.join(f'{k} {v:.1f}' for k, v in per.items())})"
+               if (per := m.get("loadavg_per_scenario")) else ""))
 
 
 class Maker:
@@ -174,11 +176,13 @@ def run(args, out=sys.stdout) -> int:
            "scenarios": {}}
     rows: list[Row] = []
     errors = []
+    loads: list[float] = []             # 1-minute load average as each scenario starts
     started = time.monotonic()
     try:
         for name in args.only:
             func, specs = SCENARIOS[name]
             results = {}
+            loads.append(os.getloadavg()[0])
             for side, make in sides.items():
                 log(f"{name}: {side} ...")
                 t0 = time.monotonic()
@@ -208,6 +212,7 @@ def run(args, out=sys.stdout) -> int:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     info["loadavg_end"] = os.getloadavg()
+    info["loadavg_per_scenario"] = dict(zip(args.only, loads))
     info["seconds"] = round(time.monotonic() - started, 1)
     raw["rows"] = [{"scenario": r.spec.scenario, "metric": r.spec.metric, "unit": r.spec.unit,
                     "ours": r.ours, "theirs": r.theirs, "ratio": r.ratio,
