@@ -31,8 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "and use. Type 'help' inside.",
         epilog="Without COMMANDs it reads commands from the terminal (or stdin when piped).\n"
                "COMMANDs run first, then the shell goes on reading: end with 'quit' to stop.\n"
-               "Exit status when not interactive: that of the last command that failed "
-               "(0 if none).\n"
+               "Exit status: that of the last command that failed (0 if none).\n"
                "Files: ~/.config/gflow/shellrc (start-up commands), "
                "~/.local/state/gflow/shell_history.")
     p.add_argument("commands", nargs="*", metavar="COMMAND",

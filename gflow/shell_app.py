@@ -299,6 +299,32 @@ def parse_target(text: str) -> tuple[str, int]:
     return host, port
 
 
+def split_commands(line: str) -> list[str]:
+    """Split a line at the ';' that are outside quotes; empty commands are dropped."""
+    parts, current, quote = [], [], ""
+    i = 0
+    while i < len(line):
+        ch = line[i]
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "\\" and i + 1 < len(line):
+            current.append(ch)
+            i += 1
+            ch = line[i]
+        elif ch == ";":
+            parts.append("".join(current))
+            current = []
+            i += 1
+            continue
+        current.append(ch)
+        i += 1
+    parts.append("".join(current))
+    return [p.strip() for p in parts if p.strip()]
+
+
 TARGET_ENV = ("GFLOW_DAEMON_HOST", "GFLOW_DAEMON_PORT")
 
 
@@ -347,6 +373,7 @@ class GflowShell(cmd2.Cmd):
         self._reachable: Optional[bool] = None
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, Any]] = {}
+        self._lookup_failed = False
         self._parsers: dict[str, Optional[argparse.ArgumentParser]] = {}
         self._client: Optional[Client] = None
         self._completion_client: Optional[Client] = None
@@ -392,8 +419,11 @@ class GflowShell(cmd2.Cmd):
         else:
             os.environ["GFLOW_DAEMON_HOST"] = host
             os.environ["GFLOW_DAEMON_PORT"] = str(port)
+            timezone = timezone or self._initial_env.get("GFLOW_TIMEZONE")
             if timezone:
                 os.environ["GFLOW_TIMEZONE"] = timezone
+            else:
+                os.environ.pop("GFLOW_TIMEZONE", None)
         self.host, self.port = host, port
         with self._lock:
             for c in (self._client, self._completion_client):
@@ -415,6 +445,18 @@ class GflowShell(cmd2.Cmd):
         self._reachable = False
         return msg
 
+    # --- one line, several commands -------------------------------------------------------
+
+    def onecmd_plus_hooks(self, line: str, **kwargs: Any) -> bool:
+        """`q; status` runs both, as in sh (cmd2 alone would drop what follows the ';')."""
+        parts = split_commands(line) if isinstance(line, str) else [line]
+        if len(parts) <= 1:
+            return super().onecmd_plus_hooks(line, **kwargs)
+        for part in parts:
+            if super().onecmd_plus_hooks(part, **kwargs):
+                return True
+        return False
+
     # --- hooks: exit statuses -----------------------------------------------------------
 
     def _before_command(self, data: cmd2.plugin.PrecommandData) -> cmd2.plugin.PrecommandData:
@@ -428,13 +470,13 @@ class GflowShell(cmd2.Cmd):
         self._cache.clear()                     # a command may have changed jobs or GPUs
         with contextlib.suppress(Exception):   # keep stdout and stderr in order in pipes
             self.stdout.flush()
-        if rc != EXIT_OK:
+        if rc not in (EXIT_OK, 130):            # 130: stopped with Ctrl-C, not a failure
             self.failed_rc = rc
             if self.exit_on_error and not data.stop:
                 self.perror(f"Stopping: the last command failed (exit status {rc}).",
                             style=None)
                 data = type(data)(True, data.statement)
-        self.exit_code = self.failed_rc if not self.interactive else EXIT_OK
+        self.exit_code = self.failed_rc
         return data
 
     def default(self, statement) -> Optional[bool]:  # unknown command
@@ -570,10 +612,13 @@ class GflowShell(cmd2.Cmd):
             inner = self._watch_inner(parser, words)
             if inner is not None:
                 return self._complete_inner(inner, text, line, begidx, endidx)
+        self._lookup_failed = False
         cands, kind = complete_args(parser, words, text, self._lookup, path=[tool])
         if kind == PATH:
             return self.path_complete(text, line, begidx, endidx)
         if kind is not None and not cands:
+            if self._lookup_failed:
+                return Completions(hint=f"(gflowd at {self.target} does not answer)")
             return Completions(hint=self._hint(kind))
         return Completions(items=[CompletionItem(c.text, display_meta=c.meta) for c in cands])
 
@@ -627,6 +672,7 @@ class GflowShell(cmd2.Cmd):
             value = fetch()
         except (ConnectionFailed, ApiError, OSError, ValueError, KeyError, TypeError):
             value = None
+            self._lookup_failed = True
         self._cache[key] = (now, value)
         return value
 
@@ -876,6 +922,8 @@ class GflowShell(cmd2.Cmd):
         self.poutput("")
         self.poutput("'help COMMAND' or 'COMMAND --help' for details; Tab completes commands, "
                      "options, job ids, GPUs, users and reservation ids.")
+        self.poutput("';' separates commands; '> FILE' and '| PROGRAM' redirect a command's "
+                     "output; '!' runs a program.")
 
     def _help_on(self, topic: str) -> None:
         if topic in self.aliases:

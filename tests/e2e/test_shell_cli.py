@@ -129,3 +129,39 @@ def test_the_shell_stays_in_the_client_layer():
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_completion_values_come_from_the_daemon(daemon):
+    """The live values behind tab completion, read from a real daemon's API."""
+    import io
+    from dataclasses import replace
+
+    from gflow.config import Config
+    from gflow.shell_app import GflowShell
+    from gflow.shell_complete import GPU, HELD_JOB, JOB, QUEUED_JOB, RESERVATION, USER
+
+    daemon.ok("gbatch", "--name", "done", "true")
+    daemon.wait_state(1, "Finished")
+    daemon.ok("gbatch", "--name", "big", "--gpus", "3", "sleep", "100")
+    daemon.ok("gbatch", "--name", "held", "--gpus", "3", "sleep", "100")
+    daemon.ok("gjob", "hold", "3")
+    status, _ = daemon.http("POST", "/reservations", {
+        "user": "alice", "start_time": {"secs_since_epoch": 4102480800, "nanos_since_epoch": 0},
+        "duration_secs": 3600, "gpu_indices": [1]})
+    assert status in (200, 201)
+    config = Config()
+    config = replace(config, daemon=replace(config.daemon, host="127.0.0.1", port=daemon.port))
+    shell = GflowShell(config=config, stdin=io.StringIO(), stdout=io.StringIO(),
+                       interactive=False)
+
+    def values(kind):
+        return {c.text: c.meta for c in shell._lookup(kind)}
+
+    assert values(JOB) == {"2": "Queued big", "3": "Hold held"}
+    assert list(values(QUEUED_JOB)) == ["2"] and list(values(HELD_JOB)) == ["3"]
+    assert values(GPU) == {"0": "available", "1": "available"}
+    assert values(RESERVATION) == {"1": "alice Pending GPU 1"}
+    assert set(values(USER)) == {"tester", "alice"}
+    daemon.ok("gctl", "set-gpus", "0")
+    shell._cache.clear()
+    assert values(GPU) == {"0": "available", "1": "available, restricted"}

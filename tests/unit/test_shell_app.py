@@ -223,3 +223,17 @@ def test_tool_stdout_gets_a_byte_layer_only_when_missing():
     wrapped.buffer.write(b"\xa9\n")                     # a character split across writes
     wrapped.write("ok\n")
     assert buf.getvalue() == "café\nok\n"
+
+
+def test_semicolons_separate_commands_outside_quotes(env, capsys):
+    from gflow.shell_app import split_commands
+    assert split_commands("q -a; status") == ["q -a", "status"]
+    assert split_commands("gbatch bash -c 'a; b'; q") == ["gbatch bash -c 'a; b'", "q"]
+    assert split_commands('echo "x;y" \\; z;;') == ['echo "x;y" \\; z']
+    assert split_commands(" ; ") == []
+    shell = make()
+    out, err = run(shell, "help q; help show; bogus; help log", capsys)
+    assert "short for: gqueue" in out and "short for: gjob show" in out
+    assert "short for: gjob log" in out              # went on after the unknown command
+    assert "Unknown command 'bogus'" in err
+    assert shell.onecmd_plus_hooks("help q; quit; help show") is True
