@@ -3,8 +3,10 @@
 `complete_args(parser, words, text)` walks the words already typed through the parser
 (subcommands, options and their values, positionals) and says what the word under the
 cursor is: a subcommand, an option, a fixed choice, or a value of a kind the shell can
-look up (a job id, a GPU index, a user, a reservation id, a path). It is pure: the shell
-supplies the live values (`Candidate`s) for those kinds from the daemon.
+look up (a job id, a GPU index, a user, a reservation id, a path). Words the tools take
+but do not declare as argparse choices (job states, sort keys, output formats, reservation
+statuses) come from the STATIC table. It is pure: the shell supplies the live values
+(`Candidate`s) for the other kinds from the daemon.
 
 Only stdlib imports here (client layer, DESIGN.md §3).
 """
@@ -15,15 +17,29 @@ import argparse
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-__all__ = ["Candidate", "Want", "analyse", "complete_args", "value_kind",
-           "JOB", "QUEUED_JOB", "HELD_JOB", "GPU", "USER", "RESERVATION", "PATH"]
+__all__ = ["Candidate", "Want", "analyse", "complete_args", "value_kind", "STATIC",
+           "JOB", "QUEUED_JOB", "HELD_JOB", "GPU", "USER", "RESERVATION", "PATH", "STATE"]
 
 # Kinds of values the shell looks up for completion.
 JOB, QUEUED_JOB, HELD_JOB = "job", "queued_job", "held_job"
 GPU, USER, RESERVATION, PATH = "gpu", "user", "reservation", "path"
 
+STATE = "state"
+
+# Values known without asking the daemon: (tool, dest) -> words ("*" = any tool).
+STATIC: dict[tuple[str, str], tuple[str, ...]] = {
+    ("*", "states"): ("Queued", "Hold", "Running", "Finished", "Failed", "Cancelled",
+                      "Timeout", "PD", "H", "R", "CD", "F", "CA", "TO"),
+    ("*", "state"): ("Queued", "Hold", "Running", "Finished", "Failed", "Cancelled",
+                     "Timeout"),
+    ("gqueue", "sort"): ("id", "state", "time", "name", "gpus", "priority"),
+    ("gqueue", "output"): ("table", "json", "csv", "yaml"),
+    ("gstats", "output"): ("table", "json", "csv"),
+    ("gctl", "status"): ("pending", "active", "completed", "cancelled"),
+}
+
 # Arguments whose value is a comma list (complete the item after the last comma).
-_LIST_KINDS = {JOB, QUEUED_JOB, HELD_JOB, GPU, USER}
+_LIST_KINDS = {JOB, QUEUED_JOB, HELD_JOB, GPU, USER, STATE}
 
 _JOB_DESTS = {"job", "jobs", "job_id", "job_ids", "ids", "id", "job_or_group_id",
               "depends_on", "depends_on_all", "depends_on_any", "after", "redo", "jobid"}
@@ -87,6 +103,9 @@ def value_kind(path: Sequence[str], action: argparse.Action) -> str:
     if isinstance(metavar, str):
         names.add(metavar.lower().replace("-", "_"))
     where = [p.lower() for p in path]
+    dest = (action.dest or "").lower()
+    if where and ((where[0], dest) in STATIC or ("*", dest) in STATIC):
+        return STATE if dest in ("states", "state") else f"static:{where[0]}:{dest}"
     if "reserve" in where or "reservation" in where:
         if names & {"id", "ids", "reservation", "reservation_id"}:
             return RESERVATION
@@ -238,10 +257,18 @@ def complete_args(parser: argparse.ArgumentParser, words: Sequence[str], text: s
         return [], None
     if want.what == PATH:
         return [], PATH
+    if want.what.startswith("static:"):
+        _, tool, dest = want.what.split(":", 2)
+        words = STATIC.get((tool, dest)) or STATIC.get(("*", dest)) or ()
+        return _prefixed([Candidate(w) for w in words], text), None
     prefix, tail = "", text
     if want.what in _LIST_KINDS:
         head, sep, tail = text.rpartition(",")
         prefix = head + sep
+    if want.what == STATE:
+        dest = want.dest if ("*", want.dest) in STATIC else "states"
+        values = [Candidate(w) for w in STATIC[("*", dest)]]
+        return [Candidate(prefix + c.text) for c in values if c.text.startswith(tail)], None
     found = [Candidate(prefix + c.text, c.meta) for c in lookup(want.what)
              if c.text.startswith(tail)]
     return found, want.what

@@ -135,3 +135,13 @@ def test_gctl_when_present():
     assert texts(gctl, ["reserve", "cancel"], "") == (["1", "2"], RESERVATION)
     assert texts(gctl, ["reserve", "get"], "") == (["1", "2"], RESERVATION)
     assert texts(gctl, ["reserve", "create", "--user"], "") == (["alice", "bob"], USER)
+
+
+def test_values_known_without_the_daemon():
+    assert texts(tool("gqueue"), ["-s"], "R,C") == (["R,Cancelled", "R,CD", "R,CA"], None)
+    assert texts(tool("gqueue"), ["-o"], "") == (["table", "json", "csv", "yaml"], None)
+    assert texts(tool("gqueue"), ["--sort"], "p") == (["priority"], None)
+    assert texts(tool("gstats"), ["-o"], "") == (["table", "json", "csv"], None)
+    pytest.importorskip("gflow.cli.gctl")
+    assert texts(tool("gctl"), ["reserve", "list", "--status"], "c") == \
+        (["completed", "cancelled"], None)
