@@ -136,15 +136,59 @@ class Daemon:
             pass
         self.kill_all()
 
-    def kill_all(self) -> None:
-        for proc in processes_with_home(str(self.home)):
+    def daemon_and_job_pids(self) -> set[int]:
+        """Every process this daemon may have left: the master's tree (setproctitle
+        blanks our processes' environ, so HOME cannot find them), every monitor and job
+        named in a pid file, and anything else whose HOME is ours."""
+        import psutil
+        pids: set[int] = set()
+        master = self.master_pid()
+        if master:
             try:
-                os.killpg(proc.pid, signal.SIGKILL)
+                root = psutil.Process(master)
+                pids.add(root.pid)
+                pids.update(c.pid for c in root.children(recursive=True))
+            except psutil.Error:
+                pass
+        for pidfile in self.logs.glob("*.pid"):
+            try:
+                info = json.loads(pidfile.read_text())
+            except (OSError, ValueError):
+                continue
+            for key, started in (("monitor_pid", "monitor_start"), ("job_pid", "job_start")):
+                if not info.get(key):
+                    continue
+                try:
+                    proc = psutil.Process(info[key])
+                    # A pid from an old file may belong to someone else by now.
+                    if info.get(started) is None or abs(proc.create_time() - info[started]) > 1:
+                        continue
+                    pids.add(proc.pid)
+                    pids.update(c.pid for c in proc.children(recursive=True))
+                except psutil.Error:
+                    pass
+        pids.update(p.pid for p in processes_with_home(str(self.home)))
+        pids.discard(os.getpid())
+        return pids
+
+    def kill_all(self) -> None:
+        import psutil
+        for pid in self.daemon_and_job_pids():
+            try:
+                proc = psutil.Process(pid)
+                if proc.pid == os.getpid() or proc.pid in [p.pid for p in
+                                                          psutil.Process().parents()]:
+                    continue
+            except psutil.Error:
+                continue
+            try:
+                if os.getpgid(pid) == pid:
+                    os.killpg(pid, signal.SIGKILL)
             except OSError:
                 pass
             try:
                 proc.kill()
-            except Exception:
+            except psutil.Error:
                 pass
 
 
