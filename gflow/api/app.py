@@ -338,7 +338,8 @@ def create_app(bridge, *, max_body_bytes: int = 16 * 1024 * 1024, threads: int =
     app.config["BRIDGE"] = bridge
     # Streams hold a request thread each: at most a quarter of the pool may stream.
     from gflow.api.events import EventBus
-    bus = EventBus(max_streams=max(1, threads // 4))
+    bus = EventBus(max_streams=max(1, threads // 4),
+                   on_count=lambda n: bridge.request("event_streams", {"count": n}))
     app.config["EVENTS"] = bus
     if hasattr(bridge, "on_events"):
         bridge.on_events = bus.publish

@@ -15,10 +15,19 @@ class EventBus:
     """Fans event payloads out to stream subscribers; a subscriber that cannot keep up is
     dropped (its stream ends) rather than slowing everyone down."""
 
-    def __init__(self, max_streams: int):
+    def __init__(self, max_streams: int, on_count=None):
         self.max_streams = max(1, max_streams)
         self._subs: list[queue.Queue] = []
         self._lock = threading.Lock()
+        # Told the number of open streams, so the scheduler builds events only when needed.
+        self.on_count = on_count
+
+    def _count_changed(self) -> None:
+        if self.on_count is not None:
+            try:
+                self.on_count(len(self._subs))
+            except Exception:  # the stream still works; events may just not be built
+                pass
 
     def publish(self, events: list) -> None:
         with self._lock:
@@ -31,9 +40,7 @@ class EventBus:
                 self._drop(q)
 
     def _drop(self, q: queue.Queue) -> None:
-        with self._lock:
-            if q in self._subs:
-                self._subs.remove(q)
+        self.unsubscribe(q)
         try:
             q.put_nowait(None)
         except queue.Full:
@@ -45,12 +52,15 @@ class EventBus:
                 return None
             q: queue.Queue = queue.Queue(SUBSCRIBER_BACKLOG)
             self._subs.append(q)
-            return q
+        self._count_changed()
+        return q
 
     def unsubscribe(self, q: queue.Queue) -> None:
         with self._lock:
-            if q in self._subs:
-                self._subs.remove(q)
+            if q not in self._subs:
+                return
+            self._subs.remove(q)
+        self._count_changed()
 
     def stream(self, q: queue.Queue, names: Optional[set], users: Optional[set]) -> Iterator[bytes]:
         try:

@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 from gflow import __version__
 from gflow.models import (
     ACTIVE_STATES, FINAL_STATES, Job, JobState, Reservation, ReservationStatus,
-    can_transition, job_from_wire, job_to_wire, reservation_from_wire,
+    can_transition, job_from_trusted_wire, job_from_wire, job_to_wire, reservation_from_wire,
     reservation_to_wire,
 )
 from gflow.scheduler import policy
@@ -82,6 +82,10 @@ class SchedulerCore:
         # Effects of the batch being handled; flushed by the worker after commit.
         self.launcher_outbox: list = []
         self.events: list[dict] = []
+        # Payloads are built only while someone listens: webhooks are configured or the
+        # API has event streams open (it says so with the "event_streams" operation).
+        self.webhooks_on = False
+        self.event_streams = 0
         import os
         self.host = os.environ.get("HOSTNAME") or config.daemon.host
         self.version = __version__
@@ -89,6 +93,7 @@ class SchedulerCore:
         self._wire_cache: dict[int, bytes] = {}
         self._cand_cache: dict[int, policy.Candidate] = {}
         self._listing: Optional[bytes] = None      # GET /jobs without filters, encoded
+        self._cold: set[int] = set()                # jobs whose JSON is not cached yet
         # Jobs submitted since the last pass: when nothing else changed, a pass only
         # has to place these (nothing was freed that the older queued jobs could use).
         self.new_since_pass: set[int] = set()
@@ -103,7 +108,7 @@ class SchedulerCore:
         st = self.store.load()
         # self.jobs stays in ascending id order (ids only grow), so listings need no sort.
         for jid in sorted(st.jobs):
-            job = job_from_wire(st.jobs[jid])
+            job = job_from_trusted_wire(st.jobs[jid])
             self.jobs[job.id] = job
         for rid, wire in st.reservations.items():
             self.reservations[int(rid)] = reservation_from_wire(wire)
@@ -123,6 +128,7 @@ class SchedulerCore:
                          "journal_error": st.journal_error}
         for job in self.jobs.values():
             self._index(job)
+        self._cold = set(self.jobs)
         self.refresh_gpus()
         self.pass_needed = True
 
@@ -156,6 +162,7 @@ class SchedulerCore:
     def changed(self, job_id: int) -> None:
         """Forget what was derived from a job (its JSON, its candidate, the full listing)."""
         self._wire_cache.pop(job_id, None)
+        self._cold.add(job_id)
         self._cand_cache.pop(job_id, None)
         self._listing = None
 
@@ -183,6 +190,8 @@ class SchedulerCore:
              text: Optional[str] = None) -> None:
         """Record one real change as a webhook/event-stream payload (built now, so it shows
         the job as this transition left it)."""
+        if not self.events_wanted:
+            return
         from gflow.notify import make_payload
         self.events.append(make_payload(kind, self.clock(), self.host, job=job,
                                         reservation=reservation, gpu=gpu, text=text))
@@ -233,6 +242,14 @@ class SchedulerCore:
                 "journal": str(self.paths.journal_file),
                 "journal_error": self.recovery.get("journal_error"),
                 "state_backup": self.recovery.get("state_backup")}
+
+    @property
+    def events_wanted(self) -> bool:
+        return self.webhooks_on or self.event_streams > 0
+
+    def op_event_streams(self, payload) -> Reply:
+        self.event_streams = max(0, int(payload.get("count", 0)))
+        return Reply(200, {"event_streams": self.event_streams})
 
     def op_health(self, _payload) -> Reply:
         import os
@@ -336,24 +353,22 @@ class SchedulerCore:
         if cached is None:
             cached = _dumps(job_to_wire(job))
             self._wire_cache[job.id] = cached
+            self._cold.discard(job.id)
         return cached
 
     @property
     def cache_cold(self) -> bool:
-        return len(self._wire_cache) < len(self.jobs)
+        return bool(self._cold)
 
     def warm_cache(self, budget: int = 2000) -> int:
         """Encode up to `budget` jobs not yet in the wire cache (idle time work), so a
         large listing never pays for encoding everything at once."""
         done = 0
-        if not self.cache_cold:
-            return 0
-        for job in self.jobs.values():
-            if job.id not in self._wire_cache:
+        while self._cold and done < budget:
+            job = self.jobs.get(self._cold.pop())
+            if job is not None:
                 self.job_json(job)
                 done += 1
-                if done >= budget:
-                    break
         return done
 
     def op_get_job(self, payload) -> Reply:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import threading
 import time
 
 from gflow.errors import StoreError
@@ -151,6 +152,8 @@ class SchedulerLoop:
             self.boundary_at = None
             core.update_reservations()
             core.pass_needed = True
+        elif kind == "wake":
+            pass
         elif kind == "disconnected":
             if self.awaiting:
                 self.awaiting.discard(peer)
@@ -311,6 +314,8 @@ def main(ctx: WorkerContext, ready=None) -> None:
     paths = ctx.paths
     inventory = GpuInventory(ctx.env.get("GFLOW_FAKE_GPUS"))
     log.info("GPUs: %s", inventory.message)
+    import apscheduler.schedulers.background  # noqa: F401 - imported before the lock
+    import psutil  # noqa: F401
     # Everything above ran while a predecessor may still be answering (a reload starts
     # the new scheduler first); the state is ours only once it has exited.
     hold_worker_lock(paths.data_dir / "scheduler.lock")
@@ -333,6 +338,12 @@ def main(ctx: WorkerContext, ready=None) -> None:
         log.warning("while loading the state: %s", core.load_note)
     hub = Hub(ctx.address, ctx.authkey)
     signal_ready(ready)
+
+    def wake_on_stop() -> None:       # the loop may be waiting on its inbox
+        stop.wait()
+        hub.inbox.put((None, ("wake",)))
+
+    threading.Thread(target=wake_on_stop, name="stop-wake", daemon=True).start()
     loop = SchedulerLoop(core, hub, ctx.config)
     loop.start_timers()
     notifications = ctx.config.notifications
@@ -340,6 +351,7 @@ def main(ctx: WorkerContext, ready=None) -> None:
         from gflow.notify import Notifier, Outbox
         loop.notifier = Notifier(notifications, Outbox(paths.data_dir / "notify.outbox"),
                                  core.host)
+        core.webhooks_on = True
         log.info("webhooks: %d target(s), %d event(s) still owed", len(notifications.webhooks),
                  len(loop.notifier.outbox.pending))
     core.emit("scheduler_online", text=f"gflow scheduler online\nHost: {core.host}\n"

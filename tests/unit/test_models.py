@@ -70,3 +70,12 @@ def test_reason_display():
     assert reason_display({"DependencyFailed": 5}) == "DependencyFailed:5"
     assert reason_display("WaitingForResources") == "Resources"
     assert reason_display(None) is None
+
+
+def test_trusted_decode_equals_checked_decode():
+    from gflow.models import job_from_trusted_wire
+    job = Job(id=3, command="x", time_limit=60.25, submitted_at=1795500107.5, started_at=None,
+              state=JobState.TIMEOUT, reason={"DependencyFailed": 1}, gpu_ids=[0],
+              parameters={"a": "1"}, exit_code=2, env={"K": "V"})
+    wire = job_to_wire(job, with_env=True)
+    assert job_from_trusted_wire(wire) == job_from_wire(wire)
