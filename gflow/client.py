@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 from typing import Any, Optional
@@ -26,12 +25,87 @@ class ApiError(Exception):
         self.body = body
 
 
+class _Disconnected(Exception):
+    """The server closed a kept-alive connection before answering."""
+
+
+class _HttpConnection:
+    """Just enough HTTP/1.1 for our daemon: keep-alive, Content-Length or chunked bodies.
+
+    `http.client` costs ~15 ms of imports (email, ssl) on every command start; this
+    costs none beyond socket.
+    """
+
+    def __init__(self, host: str, port: int, timeout: Optional[float]):
+        self.host, self.port, self.timeout = host, port, timeout
+        self.sock: Optional[socket.socket] = None
+        self.reader = None
+
+    def close(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+        self.sock = self.reader = None
+
+    def request(self, method: str, path: str, data: Optional[bytes],
+                headers: dict) -> tuple[int, dict, bytes]:
+        if self.sock is None:
+            self.sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.reader = self.sock.makefile("rb")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{self.port}"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        lines.append(f"Content-Length: {len(data or b'')}")
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (data or b""))
+        status_line = self.reader.readline(65537)
+        if not status_line:
+            raise _Disconnected()
+        try:
+            status = int(status_line.split(None, 2)[1])
+        except (IndexError, ValueError):
+            raise OSError(f"malformed HTTP status line {status_line[:80]!r}") from None
+        resp_headers: dict[str, str] = {}
+        while True:
+            line = self.reader.readline(65537)
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            resp_headers[name.strip().lower()] = value.strip()
+        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+            body = b""
+        elif resp_headers.get("transfer-encoding", "").lower() == "chunked":
+            parts = []
+            while True:
+                size = int(self.reader.readline(65537).split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.reader.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                parts.append(self.reader.read(size))
+                self.reader.readline(65537)
+            body = b"".join(parts)
+        elif "content-length" in resp_headers:
+            length = int(resp_headers["content-length"])
+            body = self.reader.read(length)
+            if len(body) < length:
+                raise OSError("the connection closed in the middle of a response")
+        else:
+            body = self.reader.read()
+            resp_headers["connection"] = "close"
+        if resp_headers.get("connection", "").lower() == "close":
+            self.close()
+        return status, resp_headers, body
+
+
 class Client:
     def __init__(self, host: str = "localhost", port: int = 59000, timeout: Optional[float] = 60):
         self.host = host
         self.port = port
         self.timeout = timeout
-        self._conn: Optional[http.client.HTTPConnection] = None
+        self._conn: Optional[_HttpConnection] = None
 
     @classmethod
     def from_config(cls, config) -> "Client":
@@ -56,32 +130,29 @@ class Client:
             headers["content-type"] = "application/json"
         for attempt in (0, 1):
             if self._conn is None:
-                self._conn = http.client.HTTPConnection(self.host, self.port,
-                                                        timeout=self.timeout)
+                self._conn = _HttpConnection(self.host, self.port, self.timeout)
             try:
-                self._conn.request(method, path, body=data, headers=headers)
-                resp = self._conn.getresponse()
-                raw = resp.read()
+                status, resp_headers, raw = self._conn.request(method, path, data, headers)
                 break
             except (ConnectionRefusedError, socket.gaierror, FileNotFoundError):
                 self.close()
                 raise ConnectionFailed() from None
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            except (_Disconnected, BrokenPipeError, ConnectionResetError):
                 # A kept-alive connection the server closed: retry once on a fresh one.
                 self.close()
                 if attempt:
                     raise ConnectionFailed() from None
-            except (OSError, http.client.HTTPException) as exc:
+            except OSError as exc:
                 self.close()
                 raise ConnectionFailed(f"{CONNECT_HELP}\n({exc})") from None
-        ctype = resp.getheader("content-type") or ""
+        ctype = resp_headers.get("content-type", "")
         parsed: Any = raw.decode("utf-8", "replace")
         if "json" in ctype and raw:
             try:
                 parsed = json.loads(raw)
             except ValueError:
                 pass
-        return resp.status, parsed
+        return status, parsed
 
     def call(self, method: str, path: str, body: Any = None,
              query: Optional[dict] = None, ok=(200, 201)) -> Any:
