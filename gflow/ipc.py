@@ -16,10 +16,32 @@ import queue
 import socket
 import threading
 import time
-from multiprocessing.connection import Client, Connection, Listener
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import (Client, Connection, Listener, answer_challenge,
+                                        deliver_challenge)
 from typing import Any, Callable, Optional
 
 log = logging.getLogger(__name__)
+
+
+def hang_up(conn: Connection) -> None:
+    """Close a connection so that the other end sees EOF at once. A bare close() does not
+    do that while a thread of ours is blocked reading it (the kernel keeps the socket
+    until that read returns); shutdown() ends the read and sends the EOF."""
+    try:
+        dup = socket.fromfd(conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM)
+    except (OSError, ValueError):
+        dup = None
+    if dup is not None:
+        try:
+            dup.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        dup.close()
+    try:
+        conn.close()
+    except OSError:
+        pass
 
 
 def channel_address(token: str) -> str:
@@ -49,18 +71,16 @@ class Peer:
 
     def close(self) -> None:
         self.alive = False
-        try:
-            self.conn.close()
-        except OSError:
-            pass
+        hang_up(self.conn)      # not under the lock: it also unblocks a stuck send
 
 
-def _bind_listener(address: str, authkey: bytes, timeout: float = 10.0) -> Listener:
-    """Bind the hub's address; a predecessor that is exiting may hold it a moment longer."""
+def _bind_listener(address: str, timeout: float = 10.0) -> Listener:
+    """Bind the hub's address; a predecessor that is exiting may hold it a moment longer.
+    No authkey here: the handshake runs on each connection's own thread (see Hub)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return Listener(address, family="AF_UNIX", authkey=authkey)
+            return Listener(address, family="AF_UNIX")
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
                 raise
@@ -78,7 +98,9 @@ class Hub:
     """
 
     def __init__(self, address: str, authkey: bytes):
-        self.listener = _bind_listener(address, authkey)
+        self.authkey = authkey
+        self.listener = _bind_listener(address)
+        self._closed = False
         self.inbox: "queue.Queue[tuple[Optional[Peer], Any]]" = queue.Queue()
         self.peers: dict[str, Peer] = {}     # the newest peer of each role (for send_to)
         self.all_peers: set[Peer] = set()    # two API workers overlap during a reload
@@ -86,20 +108,32 @@ class Hub:
         threading.Thread(target=self._accept_loop, name="hub-accept", daemon=True).start()
 
     def _accept_loop(self) -> None:
-        while True:
+        # The authentication handshake is not done here (Listener(authkey=...) would do
+        # it inside accept()): a worker that dies half-way through it (a reload retires
+        # workers while they reconnect) would stall or end the accept loop for everyone.
+        while not self._closed:
             try:
                 conn = self.listener.accept()
-            except OSError:
-                return  # listener closed
-            except Exception as exc:  # failed authentication and the like
-                log.warning("rejected a channel connection: %s", exc)
+            except OSError as exc:
+                if self._closed:
+                    return
+                log.warning("channel accept failed: %s", exc)
+                time.sleep(0.01)
                 continue
             threading.Thread(target=self._read_loop, args=(conn,), daemon=True).start()
 
     def _read_loop(self, conn: Connection) -> None:
         try:
+            deliver_challenge(conn, self.authkey)
+            answer_challenge(conn, self.authkey)
             hello = conn.recv()
-        except (EOFError, OSError):
+        except (AuthenticationError, EOFError, OSError) as exc:
+            log.debug("channel handshake failed: %s", exc)
+            conn.close()
+            return
+        except Exception as exc:  # a garbled handshake
+            log.warning("rejected a channel connection: %s", exc)
+            conn.close()
             return
         role = hello[1] if isinstance(hello, tuple) and hello and hello[0] == "hello" else "?"
         peer = Peer(conn, role)
@@ -136,6 +170,7 @@ class Hub:
         return sum(1 for p in peers if p.send(msg))
 
     def _close_listener(self) -> None:
+        self._closed = True
         try:
             # shutdown wakes the accept thread; close alone would not on Linux.
             self.listener._listener._socket.shutdown(socket.SHUT_RDWR)
@@ -256,12 +291,9 @@ class HubClient:
 
     def close(self) -> None:
         self._closed = True
-        with self._lock:
-            if self._conn is not None:
-                try:
-                    self._conn.close()
-                except OSError:
-                    pass
+        conn = self._conn
+        if conn is not None:
+            hang_up(conn)
 
 
 class RequestClient:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ctypes
+import faulthandler
+import fcntl
 import logging
 import multiprocessing
 import os
@@ -24,6 +26,7 @@ class WorkerContext:
     authkey: bytes
     log_level: int = logging.INFO
     gpus_from_cli: bool = False
+    started_at: float = 0.0     # when the master started: the daemon's uptime counts from it
 
     @property
     def paths(self):
@@ -35,6 +38,9 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
 
 
 def set_title(title: str) -> None:
+    # Keep /proc/<pid>/environ readable (by default setproctitle writes the title over
+    # it): operators and tests find a daemon's processes by their HOME.
+    os.environ.setdefault("SPT_NOENV", "1")
     try:
         import setproctitle
         setproctitle.setproctitle(title)
@@ -49,6 +55,8 @@ def setup_worker(name: str, ctx: WorkerContext, *, exit_with_master: bool = True
     logging.basicConfig(level=ctx.log_level, format=LOG_FORMAT, stream=sys.stderr, force=True)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # `kill -USR2 <worker>` writes every thread's stack to the daemon log (a stuck worker).
+    faulthandler.register(signal.SIGUSR2, file=sys.stderr, all_threads=True)
     if exit_with_master:
         watch_master()
 
@@ -83,3 +91,32 @@ def stop_event_on(signals=(signal.SIGTERM,)) -> threading.Event:
     for sig in signals:
         signal.signal(sig, handler)
     return event
+
+
+def signal_ready(ready) -> None:
+    """Tell the master this worker serves (it waits for that while replacing workers)."""
+    if ready is None:
+        return
+    try:
+        ready.send(True)
+        ready.close()
+    except (OSError, EOFError, ValueError):
+        pass
+
+
+def hold_worker_lock(path) -> int:
+    """An exclusive flock that only one worker of a kind may hold (the scheduler owns the
+    journal, the launcher the notification socket). A replacement started during a
+    reload waits here, already imported, until its predecessor has exited: never two at
+    once, even when the predecessor is an orphan of a killed master. The fd stays open
+    (and the lock held) until the process exits."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        logging.getLogger("gflow").info("waiting for the previous %s worker to exit",
+                                        multiprocessing.current_process().name)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd

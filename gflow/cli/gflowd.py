@@ -18,6 +18,7 @@ from gflow.client import Client, ConnectionFailed
 from gflow.errors import ConfigError, ParseError
 
 START_TIMEOUT_SECS = 30.0
+RELOAD_TIMEOUT_SECS = 120.0
 STOP_TIMEOUT_SECS = 60.0
 
 
@@ -292,18 +293,29 @@ def cmd_reload(args) -> int:
     overrides = overrides_from(args)
     if overrides:
         path = p.data_dir / "reload-overrides.json"
-        with open(path, "w") as f:
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
             json.dump(overrides, f)
+        os.replace(tmp, path)
+    before = lock_info(p.lock_file).get("reloads", 0)
     os.kill(pid, signal.SIGHUP)
-    deadline = time.monotonic() + START_TIMEOUT_SECS
-    time.sleep(0.2)
+    # The master counts finished reloads in its lock file (workers are replaced one by
+    # one, each waited for); then the API must answer from the same master.
+    deadline = time.monotonic() + RELOAD_TIMEOUT_SECS
     while time.monotonic() < deadline:
-        status, body = health(config)
-        if status == 200 and body and body.get("pid") == pid:
-            print("gflowd reloaded.")
-            return 0
-        time.sleep(0.1)
-    raise CommandError("gflowd did not answer after the reload; see the daemon log")
+        info = lock_info(p.lock_file)
+        if info.get("reloads", 0) > before:
+            last = info.get("last_reload") or {}
+            if last.get("error"):
+                raise CommandError(f"gflowd reload: {last['error']}; see {p.daemon_log}")
+            status, body = health(config)
+            if status in (200, 503) and body and body.get("pid") == pid:
+                print(f"gflowd reloaded ({last.get('secs', 0):.2f}s).")
+                return 0
+        if running_pid(p.lock_file) is None:
+            raise CommandError("gflowd exited during the reload; see the daemon log")
+        time.sleep(0.05)
+    raise CommandError("gflowd did not finish the reload in time; see the daemon log")
 
 
 @guarded

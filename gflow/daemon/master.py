@@ -29,6 +29,10 @@ BACKOFF_MAX = 30.0
 FAILURE_WINDOW_SECS = 120.0
 MAX_FAILURES_IN_WINDOW = 6
 STOP_TIMEOUT_SECS = 15.0
+# How long a replacement worker may take to start serving during a reload.
+READY_TIMEOUT_SECS = 60.0
+# How long a new master waits for the workers of a killed predecessor to exit.
+ORPHAN_WAIT_SECS = 15.0
 
 
 class StartupError(Exception):
@@ -77,8 +81,11 @@ class LockFile:
     def update(self, **extra) -> None:
         info = read_lock_info(self.path) or {}
         info.update(extra)
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, json.dumps(info).encode(), 0)
+        # One write, never an empty file in between: clients read it at any moment
+        # (padding keeps the JSON valid when the new text is shorter).
+        data = json.dumps(info).encode()
+        data = data.ljust(os.fstat(self.fd).st_size)
+        os.pwrite(self.fd, data, 0)
 
     def release(self) -> None:
         if self.fd is not None:
@@ -129,10 +136,66 @@ def check_data_dir(paths) -> None:
                            "fix its permissions or set XDG_DATA_HOME") from None
 
 
+def wait_ready(reader, proc, timeout: float) -> bool:
+    """True once the worker said it serves; False if it died or took too long."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        ready = wait([reader, proc.sentinel], timeout=remaining)
+        if reader in ready:
+            try:
+                return bool(reader.recv())
+            except (EOFError, OSError):
+                return False
+        if proc.sentinel in ready:
+            return False
+
+
+def process_identity(pid: int) -> Optional[list]:
+    import psutil
+    try:
+        return [pid, psutil.Process(pid).create_time()]
+    except psutil.Error:
+        return None
+
+
+def wait_orphans(recorded: dict, timeout: float = ORPHAN_WAIT_SECS) -> None:
+    """Workers of a master that was killed exit by themselves (they watch it); wait for
+    them, so that the port, the journal and the channels are free, then kill stragglers."""
+    import psutil
+    procs = []
+    for name, ident in (recorded or {}).items():
+        try:
+            pid, created = ident
+            proc = psutil.Process(pid)
+            if abs(proc.create_time() - created) > 1.0:
+                continue
+            if not any(arg.startswith("gflowd:") for arg in proc.cmdline()[:1]):
+                continue
+            procs.append(proc)
+        except (psutil.Error, TypeError, ValueError):
+            continue
+    if not procs:
+        return
+    log.warning("waiting for %d worker(s) of a previous gflowd to exit: %s", len(procs),
+                ", ".join(str(p.pid) for p in procs))
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for proc in alive:
+        log.error("previous worker pid %d did not exit: killing it", proc.pid)
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+
+
 class Worker:
     def __init__(self, name: str):
         self.name = name
         self.process: Optional[multiprocessing.Process] = None
+        self.ready = None                   # the reading end of its "I serve" pipe
         self.failures: list[float] = []
         self.restart_at: Optional[float] = None
         self.backoff = BACKOFF_START
@@ -155,12 +218,16 @@ class Master:
         self.lock = LockFile(self.paths.lock_file)
         self.ctx: Optional[WorkerContext] = None
         self.overrides: Optional[dict] = None
+        self.started_at = time.time()
+        self.reloads = 0
 
     # --- start-up -------------------------------------------------------------------
 
     def prepare(self) -> None:
         check_data_dir(self.paths)
+        previous = read_lock_info(self.paths.lock_file) or {}
         self.lock.acquire()
+        wait_orphans(previous.get("workers") or {})
         daemon = self.config.daemon
         self.listener = open_listener(daemon.host, daemon.port)
         port = self.listener.getsockname()[1]
@@ -171,18 +238,48 @@ class Master:
         self.ctx = WorkerContext(
             config=self.config, env=self.env,
             address="\0gflowd-hub-" + channel_token(self.paths.data_dir),
-            authkey=os.urandom(32), log_level=self.log_level, gpus_from_cli=self.gpus_from_cli)
+            authkey=os.urandom(32), log_level=self.log_level, gpus_from_cli=self.gpus_from_cli,
+            started_at=self.started_at)
+
+    def start_process(self, name: str):
+        """Start one worker process; returns it and the reading end of its ready pipe."""
+        reader, writer = self.mp.Pipe(duplex=False)
+        args: tuple = (self.ctx,)
+        if name == "api":
+            args = (self.ctx, self.listener)
+        proc = self.mp.Process(target=_worker_target(name), args=args,
+                               kwargs={"ready": writer}, name=name, daemon=False)
+        proc.start()
+        writer.close()
+        log.info("started %s worker pid=%d", name, proc.pid)
+        return proc, reader
 
     def spawn(self, worker: Worker) -> None:
-        args: tuple = (self.ctx,)
-        if worker.name == "api":
-            args = (self.ctx, self.listener)
-        proc = self.mp.Process(target=_worker_target(worker.name), args=args, name=worker.name,
-                               daemon=False)
-        proc.start()
-        worker.process = proc
+        proc, reader = self.start_process(worker.name)
+        self._adopt_process(worker, proc, reader)
+
+    def _adopt_process(self, worker: Worker, proc, reader) -> None:
+        if worker.ready is not None:
+            worker.ready.close()
+        worker.process, worker.ready = proc, reader
         worker.stopping = False
-        log.info("started %s worker pid=%d", worker.name, proc.pid)
+        self.record_workers()
+
+    def record_workers(self) -> None:
+        """Worker pids in the lock file: a master started after this one was killed waits
+        for them to go before it binds the port."""
+        if self.lock.fd is None:
+            return
+        workers = {}
+        for w in self.workers.values():
+            if w.process is not None and w.process.pid:
+                ident = process_identity(w.process.pid)
+                if ident:
+                    workers[w.name] = ident
+        try:
+            self.lock.update(workers=workers)
+        except OSError as exc:
+            log.warning("could not record the workers in %s: %s", self.lock.path, exc)
 
     # --- the loop -------------------------------------------------------------------
 
@@ -261,6 +358,9 @@ class Master:
             proc.kill()
             proc.join(5)
         worker.process = None
+        if worker.ready is not None:
+            worker.ready.close()
+            worker.ready = None
 
     def stop(self, code: int = 0) -> int:
         # API first (no new requests), then the launcher (jobs keep running under their
@@ -290,25 +390,54 @@ class Master:
         except Exception as exc:  # a bad edit must not take the daemon down
             log.error("reload: keeping the old configuration: %s", exc)
             return
-        self.ctx = replace(self.ctx, config=self.config)
+        self.ctx = replace(self.ctx, config=self.config,
+                           gpus_from_cli=self.gpus_from_cli or "daemon.gpus" in (self.overrides or {}))
+        started = time.monotonic()
         log.info("reloading workers")
-        # The scheduler and the launcher hold exclusive resources (the journal, the
-        # notification socket): stop the old one, then start the new one. Requests
-        # arriving meanwhile wait in the API's bridge until the new scheduler answers.
-        for name in ("scheduler", "launcher"):
-            worker = self.workers[name]
-            self.stop_worker(worker)
-            self.spawn(worker)
-        # Two API workers may share the listening socket: start the new one first.
-        api = self.workers["api"]
-        old = api.process
-        self.spawn(api)
-        if old is not None:
+        # All three replacements start at once and import while the old workers serve.
+        fresh = {name: self.start_process(name) for name in ("scheduler", "launcher", "api")}
+        problems = [name for name in ("scheduler", "launcher", "api")
+                    if not self.replace_worker(self.workers[name], *fresh[name])]
+        secs = time.monotonic() - started
+        self.reloads += 1
+        self.lock.update(reloads=self.reloads, last_reload={
+            "at": time.time(), "secs": round(secs, 3),
+            "error": f"worker(s) not ready: {', '.join(problems)}" if problems else None})
+        log.info("reload complete in %.2fs", secs)
+
+    def replace_worker(self, worker: Worker, proc, reader) -> bool:
+        """Hand over from the old worker to `proc`, started beforehand. The scheduler and
+        the launcher take an exclusive lock before they touch their resources (the
+        journal, the notification socket), so the new one takes over the moment the old
+        one has gone; the scheduler's channel asks the other workers to hold their
+        requests meanwhile (nothing is refused). Two API workers may share the listening
+        socket: the old one stops accepting once the new one serves, and finishes the
+        requests it has."""
+        old = worker.process
+        if worker.name == "api":
+            ok = wait_ready(reader, proc, READY_TIMEOUT_SECS)
+            self._retire(worker, old)
+        else:
+            self._retire(worker, old)
+            ok = wait_ready(reader, proc, READY_TIMEOUT_SECS)
+        self._adopt_process(worker, proc, reader)
+        if not ok:
+            log.error("reload: the new %s worker (pid %d) is not ready after %.0fs",
+                      worker.name, proc.pid, READY_TIMEOUT_SECS)
+        return ok
+
+    def _retire(self, worker: Worker, old) -> None:
+        if old is None:
+            return
+        worker.stopping = True
+        if old.is_alive():
             old.terminate()
-            old.join(STOP_TIMEOUT_SECS)
-            if old.is_alive():
-                old.kill()
-        log.info("reload complete")
+        old.join(STOP_TIMEOUT_SECS)
+        if old.is_alive():
+            log.error("%s worker pid %d did not stop in %.0fs: killing it", worker.name, old.pid,
+                      STOP_TIMEOUT_SECS)
+            old.kill()
+            old.join(5)
 
 
 def configure_logging(level: int) -> None:

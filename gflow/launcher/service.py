@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -18,7 +19,8 @@ from typing import Optional
 import psutil
 
 from gflow.ipc import HubClient
-from gflow.workerproc import WorkerContext, setup_worker, stop_event_on
+from gflow.workerproc import (WorkerContext, hold_worker_lock, setup_worker, signal_ready,
+                              stop_event_on)
 
 log = logging.getLogger("gflow.launcher")
 
@@ -61,7 +63,9 @@ def build_argv(spec: dict) -> list[str]:
         argv = ["bash", "-c", command]
     conda = spec.get("conda_env")
     if conda:
-        activate = ('eval "$(conda shell.bash hook 2>/dev/null)" && conda activate "$1" '
+        # A failed activation fails the job loudly (0.4.13 ran it in the base env).
+        activate = ('eval "$("${CONDA_EXE:-conda}" shell.bash hook 2>/dev/null)" '
+                    '&& conda activate "$1" '
                     '|| { echo "gflow: conda activate $1 failed" >&2; exit 127; }; '
                     'shift; exec "$@"')
         argv = ["bash", "-c", activate, "gflow-conda", conda] + argv
@@ -89,8 +93,10 @@ class Tracked:
     job_pid: Optional[int] = None
     pending_signal: Optional[tuple] = None         # (signame, grace) waiting for the pid file
     kill_deadline: Optional[float] = None
-    tree: set = field(default_factory=set)          # every pid seen in the job's tree
+    # Every process seen in the job's tree (psutil.Process: safe against pid reuse).
+    tree: dict = field(default_factory=dict)
     reported: Optional[dict] = None                  # the exit info we sent
+    next_memory_check: float = 0.0
 
 
 class Launcher:
@@ -133,6 +139,10 @@ class Launcher:
         self.jobs[job_id] = tracked
         try:
             os.makedirs(self.paths.logs_dir, mode=0o700, exist_ok=True)
+            # The log exists from the start (`gjob log -f` may open it before the
+            # monitor runs); the monitor appends to it. Ids are never reused, so this
+            # never touches an earlier job's log.
+            os.close(os.open(files["log_path"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
             argv = build_argv(spec)
             monitor_spec = {
                 "id": job_id, "argv": argv, "cwd": spec.get("run_dir") or "/",
@@ -165,7 +175,13 @@ class Launcher:
                 continue
             files = self._files(job_id)
             if not os.path.exists(files["spec_path"]):
-                self.start(spec)            # never launched (the daemon stopped first)
+                if spec.get("stopping"):
+                    # Stopped before the launcher ever got to start it.
+                    self.jobs[job_id] = Tracked(spec=spec, launched_at=time.time())
+                    self.report(job_id, {"exit_code": None, "finished_at": time.time(),
+                                         "detail": "stopped before it started"})
+                else:
+                    self.start(spec)        # never launched (the daemon stopped first)
                 continue
             tracked = Tracked(spec=spec, launched_at=_mtime(files["spec_path"]))
             self.jobs[job_id] = tracked
@@ -186,8 +202,7 @@ class Launcher:
         tracked.monitor_pid = info.get("monitor_pid")
         tracked.monitor_start = info.get("monitor_start")
         tracked.job_pid = info.get("job_pid")
-        if tracked.job_pid:
-            tracked.tree.add(tracked.job_pid)
+        self._collect_tree(tracked)
         return True
 
     def forget(self, job_id: int) -> None:
@@ -202,6 +217,8 @@ class Launcher:
         if tracked.job_pid is None and not self._load_pidfile(job_id, tracked):
             tracked.pending_signal = (signame, grace)
             return
+        if tracked.kill_deadline is not None:
+            return          # already being stopped: a repeated order keeps the deadline
         sig = getattr(signal, signame)
         self._collect_tree(tracked)
         try:
@@ -211,45 +228,68 @@ class Launcher:
         except PermissionError as exc:
             log.error("job %d: cannot signal: %s", job_id, exc)
         tracked.kill_deadline = time.time() + grace
-        log.info("job %d sent %s, SIGKILL in %.0fs", job_id, signame, grace)
+        log.info("job %d sent %s, SIGKILL in %gs", job_id, signame, grace)
 
     # --- supervision ------------------------------------------------------------------
 
-    def _collect_tree(self, tracked: Tracked) -> None:
-        """Remember every descendant now, so children that leave the group die too."""
-        if tracked.job_pid is None:
-            return
+    def _monitor_process(self, tracked: Tracked) -> Optional[psutil.Process]:
+        if tracked.monitor_pid is None:
+            return None
         try:
-            root = psutil.Process(tracked.job_pid)
-            tracked.tree.update(p.pid for p in root.children(recursive=True))
+            proc = psutil.Process(tracked.monitor_pid)
+            if tracked.monitor_start is not None and abs(
+                    proc.create_time() - tracked.monitor_start) > 1.0:
+                return None   # the pid was reused by an unrelated process
+            return proc
         except psutil.Error:
-            pass
+            return None
+
+    def job_processes(self, tracked: Tracked) -> list:
+        """The job's live processes: the monitor is a child subreaper, so every
+        descendant of the job, even one that left its group and session or whose parent
+        died, is a descendant of the monitor (the monitor itself is not counted)."""
+        procs: dict = {}
+        monitor = self._monitor_process(tracked)
+        if monitor is not None:
+            try:
+                for p in monitor.children(recursive=True):
+                    procs[p.pid] = p
+            except psutil.Error:
+                pass
+        if tracked.job_pid is not None and tracked.job_pid not in procs:
+            try:
+                root = psutil.Process(tracked.job_pid)
+                procs[root.pid] = root
+                for p in root.children(recursive=True):
+                    procs.setdefault(p.pid, p)
+            except psutil.Error:
+                pass
+        return list(procs.values())
+
+    def _collect_tree(self, tracked: Tracked) -> None:
+        """Remember every process of the job now, so that none escapes the final SIGKILL."""
+        for p in self.job_processes(tracked):
+            tracked.tree.setdefault(p.pid, p)
 
     def _kill_tree(self, tracked: Tracked) -> None:
         self._collect_tree(tracked)
-        try:
-            os.killpg(tracked.job_pid, signal.SIGKILL)
-        except OSError:
-            pass
-        for pid in tracked.tree:
+        if tracked.job_pid is not None:
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.killpg(tracked.job_pid, signal.SIGKILL)
             except OSError:
+                pass
+        for proc in tracked.tree.values():
+            try:
+                proc.kill()          # psutil refuses if the pid now names another process
+            except psutil.Error:
                 pass
 
     def monitor_alive(self, tracked: Tracked) -> bool:
         if tracked.popen is not None:
             return tracked.popen.poll() is None
-        if tracked.monitor_pid is None:
-            return False
+        proc = self._monitor_process(tracked)
         try:
-            proc = psutil.Process(tracked.monitor_pid)
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return False
-            if tracked.monitor_start is not None and abs(
-                    proc.create_time() - tracked.monitor_start) > 1.0:
-                return False  # the pid was reused by an unrelated process
-            return True
+            return proc is not None and proc.status() != psutil.STATUS_ZOMBIE
         except psutil.Error:
             return False
 
@@ -274,6 +314,8 @@ class Launcher:
             log.warning("job %d ignored its stop signal: SIGKILL to its tree", job_id)
             self._kill_tree(tracked)
             tracked.kill_deadline = now + 5.0
+        elif tracked.kill_deadline is not None:
+            self._collect_tree(tracked)   # children forked while it shuts down die too
         if not self.monitor_alive(tracked):
             status = _read_json(self._files(job_id)["status_path"])  # it may just have ended
             if status is not None:
@@ -284,17 +326,15 @@ class Launcher:
                 self.report(job_id, {"exit_code": None, "finished_at": now,
                                      "detail": "the job's monitor vanished without "
                                                "recording an exit status"})
-        elif tracked.spec.get("memory_limit_mb") and tracked.job_pid:
+        elif (tracked.spec.get("memory_limit_mb") and tracked.job_pid
+              and now >= tracked.next_memory_check):
+            tracked.next_memory_check = now + self.config.launcher.memory_poll_secs
             self._check_memory(job_id, tracked)
 
     def _check_memory(self, job_id: int, tracked: Tracked) -> None:
         limit = tracked.spec["memory_limit_mb"]
         rss = 0
-        try:
-            root = psutil.Process(tracked.job_pid)
-            procs = [root] + root.children(recursive=True)
-        except psutil.Error:
-            return
+        procs = self.job_processes(tracked)
         for p in procs:
             try:
                 rss += p.memory_info().rss
@@ -318,6 +358,11 @@ class Launcher:
         if tracked is not None:
             if tracked.spec.get("memory_detail"):
                 info = dict(info, detail=tracked.spec["memory_detail"])
+            elif tracked.kill_deadline is not None and info.get("signal"):
+                # Ended by the stop the scheduler ordered (cancel, time limit): the
+                # scheduler's own reason stands ("killed by SIGINT" would replace
+                # "time limit reached"); the exit code still tells how it ended.
+                info = dict(info, detail=None)
             tracked.reported = info
         self.send(("exited", job_id, info))
 
@@ -362,17 +407,34 @@ def notify_address(data_dir) -> str:
     return "\0gflowd-notify-" + digest
 
 
-def main(ctx: WorkerContext) -> None:
+def bind_notify_socket(address: str, timeout: float = 10.0) -> socket.socket:
+    """The predecessor's socket may outlive its lock by a moment while it exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.bind(address.encode("latin-1"))
+            return sock
+        except OSError as exc:
+            sock.close()
+            if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def main(ctx: WorkerContext, ready=None) -> None:
     setup_worker("launcher", ctx)
     stop = stop_event_on()
     paths = ctx.paths
+    # One launcher at a time (a replacement waits here for its predecessor to exit).
+    hold_worker_lock(paths.data_dir / "launcher.lock")
     address = notify_address(paths.data_dir)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(address.encode("latin-1"))
+    sock = bind_notify_socket(address)
     launcher = Launcher(paths, ctx.config, address)
     threading.Thread(target=launcher.serve_notifications, args=(sock,), daemon=True,
                      name="notify").start()
     launcher.channel = HubClient(ctx.address, ctx.authkey, "launcher", launcher.on_message)
+    signal_ready(ready)
     while not stop.wait(POLL_SECS):
         with launcher.lock:
             launcher.check_all()
