@@ -328,6 +328,7 @@ def cmd_log(client, args) -> int:
     job_id = resolve_ref(client, args.job)
     if args.follow:
         # a queued job has no log yet: wait for it to start
+        told = False
         while True:
             job = get_job(client, job_id)
             status, path = client.request("GET", f"/jobs/{job_id}/log")
@@ -335,6 +336,10 @@ def cmd_log(client, args) -> int:
                 break
             if job.get("state") not in ("Queued", "Hold"):
                 return copy_log(client, job_id, log_path(client, job_id), True)
+            if not told:
+                print(f"Job {job_id} is {job.get('state')}; waiting for it to start "
+                      "(Ctrl-C to stop).", file=sys.stderr)
+                told = True
             time.sleep(0.5)
         return copy_log(client, job_id, path, True)
     return copy_log(client, job_id, log_path(client, job_id), False)

@@ -661,3 +661,105 @@ def test_client_modules_import_nothing_server_side():
               "gflow.reservations", "gflow.notify", "gflow.models", "shtab", "zoneinfo",
               "csv", "uuid", "decimal", "tomllib")
     assert [m for m in mods if m.startswith(banned)] == []
+
+
+# --- gbatch submissions (fake daemon) ---------------------------------------------------------
+
+class Recorder:
+    def __init__(self):
+        self.single: list = []
+        self.batches: list = []
+        self.next_id = 17
+
+    def submit(self, job):
+        self.single.append(job)
+        return {"id": self.next_id, "run_name": job["run_name"] or f"gflow-job-{self.next_id}"}
+
+    def submit_batch(self, jobs):
+        self.batches.append(jobs)
+        return [{"id": self.next_id + i, "run_name": j["run_name"] or f"gflow-job-{i}"}
+                for i, j in enumerate(jobs)]
+
+    def resolve(self, user, shorthand):
+        return 5
+
+
+@pytest.fixture
+def daemon_rec(monkeypatch):
+    rec = Recorder()
+    monkeypatch.setattr(gbatch.Client, "from_config", classmethod(lambda cls, config: rec))
+    return rec
+
+
+def test_gbatch_submits_what_0413_sends(capsys, daemon_rec, monkeypatch, tmp_path):
+    monkeypatch.setenv("CONDA_DEFAULT_ENV", "base")
+    rc, out, err = run(capsys, "gbatch", "-g", "1", "-p", "7", "-d", "@", "-t", "90",
+                       "-m", "1G", "--no-auto-cancel", "-n", "one", "echo", "hi")
+    assert (rc, out, err) == (0, "Submitted batch job 17 (one)\n", "")
+    job = daemon_rec.single[-1]
+    assert (job["command"], job["gpus"], job["priority"], job["conda_env"]) == \
+        ("echo hi", 1, 7, "base")  # conda auto-detected in command mode
+    assert (job["depends_on"], job["depends_on_ids"], job["dependency_mode"]) == (5, [5], "All")
+    assert job["time_limit"] == {"secs": 5400, "nanos": 0} and job["memory_limit_mb"] == 1024
+    assert job["auto_cancel_on_dependency_failure"] is False and job["submitted_by"] == "tester"
+    assert job["env"]["CONDA_DEFAULT_ENV"] == "base" and job["run_dir"] == str(tmp_path)
+    run(capsys, "gbatch", "--export", "NONE", "--depends-on-any", "3,@", "true")
+    job = daemon_rec.single[-1]
+    assert "env" not in job
+    assert (job["depends_on"], job["depends_on_ids"], job["dependency_mode"]) == \
+        (None, [3, 5], "Any")
+    (tmp_path / "s.sh").write_text("# GFLOW --conda-env=envx --time=10 --memory=2G\n")
+    run(capsys, "gbatch", "s.sh")
+    job = daemon_rec.single[-1]
+    assert job["script"] == str(tmp_path / "s.sh") and job["command"] is None
+    assert (job["conda_env"], job["time_limit"]["secs"], job["memory_limit_mb"]) == \
+        ("envx", 600, 2048)  # directives, not CONDA_DEFAULT_ENV (script mode)
+    rc, out, err = run(capsys, "gbatch", "--array", "1-3", "--max-concurrent", "2", "-n", "arr",
+                       "true")
+    lines = out.splitlines()
+    assert lines[0].startswith("Submitted 3 batch jobs with group_id: ")
+    assert lines[1] == "  (You can update the limit with: gctl set-limit 17 <N>)"
+    assert lines[2:] == ["Submitted batch job 17 (arr)", "Submitted batch job 18 (arr)",
+                         "Submitted batch job 19 (arr)"]
+    batch = daemon_rec.batches[-1]
+    assert [j["task_id"] for j in batch] == [1, 2, 3]
+    assert len({j["group_id"] for j in batch}) == 1 and batch[0]["max_concurrent"] == 2
+    run(capsys, "gbatch", "--param", "lr=a b,c/d", "--name-template", "lr_{lr}_{x}", "echo",
+        "{lr}")
+    batch = daemon_rec.batches[-1]
+    assert [j["run_name"] for j in batch] == ["lr_a_b_{x}", "lr_c_d_{x}"]
+    assert [j["parameters"] for j in batch] == [{"lr": "a b"}, {"lr": "c/d"}]
+    assert batch[0]["command"] == "echo '{lr}'"  # the daemon substitutes at run time
+
+
+def test_gbatch_reads_a_script_from_stdin(capsys, daemon_rec, monkeypatch, tmp_path):
+    import io
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("# GFLOW --gpus=2\necho from stdin\n"))
+    rc, out, err = run(capsys, "gbatch", "-")
+    assert rc == 0
+    job = daemon_rec.single[-1]
+    assert job["script"].startswith(str(tmp_path) + "/gflow_stdin_") and job["gpus"] == 2
+    monkeypatch.setattr(sys, "stdin", io.StringIO("  \n"))
+    rc, out, err = run(capsys, "gbatch")
+    assert rc == 1 and one_line_error(err) == "Error: No content provided via stdin"
+
+
+def test_gbatch_project_policy_from_the_config(capsys, daemon_rec, tmp_path):
+    config = tmp_path / ".config" / "gflow"
+    config.mkdir(parents=True)
+    (config / "gflow.toml").write_text('[projects]\nknown_projects = ["alpha", "beta"]\n'
+                                       "require_project = true\n")
+    rc, out, err = run(capsys, "gbatch", "true")
+    assert rc == 1 and one_line_error(err) == (
+        "Project is required by configuration. Provide --project (CLI) or a non-empty "
+        "`project` field.")
+    rc, out, err = run(capsys, "gbatch", "-P", "gamma", "true")
+    assert rc == 1 and one_line_error(err) == "Unknown project 'gamma'. Known projects: alpha, beta"
+    rc, out, err = run(capsys, "gbatch", "-P", "x" * 65, "true")
+    assert rc == 1 and "Project name too long (max 64 characters)" in one_line_error(err)
+    rc, out, err = run(capsys, "gbatch", "--dry-run", "true")  # no policy check in a dry run
+    assert rc == 0
+    rc, out, err = run(capsys, "gbatch", "-P", " alpha ", "true")
+    assert rc == 0 and daemon_rec.single[-1]["project"] == "alpha"
+    assert not [j for j in daemon_rec.single if j["project"] != "alpha"]
