@@ -94,8 +94,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"Error: Job {job_id} not found", file=sys.stderr)
             rc = 1
         else:
-            print(f"Error: Job {job_id} was not cancelled: {api_text(status, body)}",
-                  file=sys.stderr)
+            print(f"Error: {api_text(status, body)}", file=sys.stderr)
             rc = 1
     return rc
 

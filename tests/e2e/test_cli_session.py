@@ -312,7 +312,7 @@ def test_custom_formats_groups_limits_and_json(d):
         "Finished (1)", "─" * 60, layout([["JOBID", "NAME", "ST"], [str(b), "plain", "CD"]])]))
     # DIFFERS: 0.4.13's -a switched -n off (§15.11)
     out = d.ok("gqueue", "-a", "-j", ids, "-n", "-2", "-f", "JOBID")
-    assert out == (f"Showing last 2 of 3 jobs (use -n 0 to show all)\n\n"
+    assert out == ("Showing last 2 of 3 jobs (use -n 0 to show all)\n\n"
                    + layout([["JOBID"], [str(b)], [str(h)]]) + "\n")
     out = d.ok("gqueue", "-j", ids, "-n", "1", "-f", "JOBID")
     assert out.startswith("Showing first 1 of 2 jobs (use --all or -n 0 to show all)\n\n")
@@ -329,7 +329,7 @@ def test_custom_formats_groups_limits_and_json(d):
     csv_lines = d.ok("gqueue", "-a", "-j", ids, "-o", "csv").splitlines()
     assert csv_lines[0] == "id,name,state,time,gpus,user,submitted_at,reason"
     assert csv_lines[2].startswith(f"{b},plain,Finished,") and csv_lines[2].endswith(",-")
-    assert d.ok("gqueue", "-a", "-j", ids, "-o", "yaml").endswith(f"\n\n")
+    assert d.ok("gqueue", "-a", "-j", ids, "-o", "yaml").endswith("\n\n")
     assert d.ok("gqueue", "-j", "99999") == "No jobs found.\n"
     assert d.ok("gjob", "release", str(h)) == f"Job {h} released back to queue.\n"
     res = d.run("gjob", "release", str(h))

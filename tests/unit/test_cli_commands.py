@@ -458,8 +458,8 @@ def test_gcancel_reports_unknown_and_final_jobs(capsys, fake):
     rc, out, err = run(capsys, "gcancel", "1-2,999")
     assert rc == 1
     assert out == "Job 1 cancelled.\n"  # 0.4.13: "Job 999 cancelled." too
-    assert err.splitlines() == ["Error: Job 2 was not cancelled: Job 2 is Finished: cannot "
-                                "cancel it", "Error: Job 999 not found"]
+    assert err.splitlines() == ["Error: Job 2 is Finished: cannot cancel it",
+                                "Error: Job 999 not found"]
     rc, out, err = run(capsys, "gcancel")
     assert rc == 1 and one_line_error(err).startswith("No command specified.")
     rc, out, err = run(capsys, "gcancel", "x")
