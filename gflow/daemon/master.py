@@ -389,6 +389,10 @@ class Master:
                 log.warning("%s", warning)
         except Exception as exc:  # a bad edit must not take the daemon down
             log.error("reload: keeping the old configuration: %s", exc)
+            self.reloads += 1      # `gflowd reload` waits for this count and shows the error
+            self.lock.update(reloads=self.reloads, last_reload={
+                "at": time.time(), "secs": 0.0,
+                "error": f"configuration not reloaded: {exc}"})
             return
         self.ctx = replace(self.ctx, config=self.config,
                            gpus_from_cli=self.gpus_from_cli or "daemon.gpus" in (self.overrides or {}))

@@ -241,7 +241,7 @@ class SchedulerLoop:
             except OSError as exc:
                 log.error("could not write the notification outbox: %s", exc)
             self.notifier.flush()
-        self.hub.send_to("api", ("events", events))
+        self.hub.send_all("api", ("events", events))   # both API workers during a reload
 
     def _maybe_snapshot(self, force: bool = False) -> None:
         store = self.core.store

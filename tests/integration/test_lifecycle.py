@@ -274,27 +274,33 @@ def test_reload_flags_and_sighup_reread_the_config(daemon_factory):
     configure(d, FAST)
     d.start()
     assert d.http("GET", "/info")[1]["allowed_gpu_indices"] is None
-    d.ok("gflowd", "reload", "--gpus", "0,2", "--gpu-allocation-strategy", "random",
+
+    def reloads() -> int:
+        return json.loads((d.data_dir / "gflowd.lock").read_text()).get("reloads", 0)
+
+    # SIGHUP re-reads gflow.toml.
+    configure(d, FAST + '\n[daemon]\ngpus = [1]\ngpu_allocation_strategy = "random"\n')
+    os.kill(d.master_pid(), signal.SIGHUP)
+    wait_for(lambda: reloads() == 1, what="the SIGHUP reload")
+    info = d.http("GET", "/info")[1]
+    assert info["allowed_gpu_indices"] == [1] and info["gpu_allocation_strategy"] == "random"
+
+    # `reload` takes 0.4.13's flags (and our poll interval); they override the file.
+    d.ok("gflowd", "reload", "--gpus", "0,2", "--gpu-allocation-strategy", "sequential",
          "--gpu-poll-interval-secs", "3")
     info = d.http("GET", "/info")[1]
     assert info["allowed_gpu_indices"] == [0, 2]
-    assert info["gpu_allocation_strategy"] == "random"
-
-    # SIGHUP re-reads gflow.toml (the earlier flags stay: they override the file).
-    configure(d, FAST + "\n[daemon]\ngpu_allocation_strategy = \"sequential\"\n")
-    reloads = json.loads((d.data_dir / "gflowd.lock").read_text())["reloads"]
-    os.kill(d.master_pid(), signal.SIGHUP)
-    wait_for(lambda: json.loads((d.data_dir / "gflowd.lock").read_text())["reloads"]
-             > reloads, what="the SIGHUP reload")
-    assert d.http("GET", "/info")[1]["allowed_gpu_indices"] == [0, 2]
+    assert info["gpu_allocation_strategy"] == "sequential"
 
     # A broken config file is refused; the daemon keeps running on the old one.
-    configure(d, "[launcher\n")
+    configure(d, "[launcher]\nkill_grace_secs = -1\n")
     os.kill(d.master_pid(), signal.SIGHUP)
-    time.sleep(0.5)
-    assert healthy(d)
+    wait_for(lambda: reloads() == 3, what="the refused reload")
+    last = json.loads((d.data_dir / "gflowd.lock").read_text())["last_reload"]
+    assert "configuration not reloaded" in last["error"] and "kill_grace_secs" in last["error"]
+    assert healthy(d) and d.http("GET", "/info")[1]["allowed_gpu_indices"] == [0, 2]
     res = d.run("gflowd", "reload")
-    assert res.returncode != 0
+    assert res.returncode != 0 and "kill_grace_secs" in res.stderr
 
 
 # --- status ---------------------------------------------------------------------------------
@@ -358,3 +364,24 @@ def test_repeated_kills_and_reloads_soak(daemon_factory, tmp_path):
     assert d.wait_state(1, ("Finished", "Failed"))["state"] == "Finished"
     leftovers = [p for p in processes_with_home(str(d.home)) if p.pid == pid]
     assert not leftovers
+
+
+def test_a_stop_in_progress_survives_a_reload(daemon_factory):
+    """A cancelled job that ignores TERM keeps its GPU until it is really gone, and the
+    new launcher and scheduler finish the stop (the draining set is rebuilt)."""
+    d = daemon_factory(fake_gpus="1")
+    configure(d, "[launcher]\nkill_grace_secs = 3.0\n")
+    d.start()
+    d.ok("gbatch", "--gpus", "1", "bash", str(JOBS / "ignore_term.sh"))
+    d.wait_state(1, "Running")
+    wait_for(lambda: "ready" in (d.logs / "1.log").read_text(), what="the TERM trap")
+    pid = job_pid(d, 1)
+    d.ok("gbatch", "--gpus", "1", "true")
+    d.ok("gcancel", "1")
+    d.ok("gflowd", "reload")
+    assert alive(pid)
+    assert d.job(2)["state"] == "Queued", "the GPU is still held by the stopping job"
+    wait_for(lambda: not alive(pid), timeout=20, what="the stopped job to be killed")
+    assert d.wait_state(2, "Finished")["exit_code"] == 0
+    job = d.job(1)
+    assert job["state"] == "Cancelled" and job["exit_code"] == 128 + signal.SIGKILL
