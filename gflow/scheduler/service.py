@@ -194,14 +194,33 @@ class SchedulerLoop:
             core.pass_needed = True
 
     def _retry_commit(self) -> bool:
-        try:
-            self.core.store.commit()
-        except StoreError as exc:
-            log.error("journal still not writable: %s", exc)
+        """After a failed commit, changes are refused outright for a second; then the next
+        batch tries for real (and is rolled back again if the disk is still full)."""
+        if time.monotonic() < self.retry_at:
             return False
         self.commit_failed = False
-        log.warning("journal writable again; accepting changes")
         return True
+
+    retry_at = 0.0
+    load_core = None
+
+    def _rollback(self) -> None:
+        """Forget what could not be made durable: rebuild the core from disk, so nothing a
+        client was refused (or never heard about) can appear later."""
+        old = self.core
+        old.store.close()                       # drops the records that failed
+        try:
+            new = self.load_core()
+        except Exception:
+            log.exception("could not reload the state after a failed commit")
+            raise
+        new.event_streams, new.webhooks_on = old.event_streams, old.webhooks_on
+        self.core = new
+        self.retry_at = time.monotonic() + 1.0
+        # Exit reports handled in the lost batch are asked for again.
+        new.on_launcher_connected()
+        log.warning("rolled back to the state on disk (%d jobs); changes are refused until "
+                    "the journal can be written", len(new.jobs))
 
     def _commit_and_flush(self, replies) -> None:
         core = self.core
@@ -216,6 +235,8 @@ class SchedulerLoop:
             # Launcher commands and events of changes that are not durable are held back.
             core.launcher_outbox.clear()
             core.events.clear()
+            if self.load_core is not None:
+                self._rollback()
         self._publish_events()
         for peer, corr, _op, rep in replies:
             peer.send(("rep", corr, rep[0], rep[1]))
@@ -319,19 +340,25 @@ def main(ctx: WorkerContext, ready=None) -> None:
     # Everything above ran while a predecessor may still be answering (a reload starts
     # the new scheduler first); the state is ours only once it has exited.
     hold_worker_lock(paths.data_dir / "scheduler.lock")
-    store = Store(paths.data_dir)
-    core = SchedulerCore(store=store, gpu_inventory=inventory, config=ctx.config, paths=paths,
-                         total_memory_mb=total_memory_mb())
-    core.gpus_from_cli = ctx.gpus_from_cli
-    if ctx.started_at:
-        core.started_at = ctx.started_at          # uptime is the daemon's, not this worker's
-    core.load()
-    stale = live_job_processes(core, paths)
-    if stale:
-        log.info("jobs stopped earlier whose process is still alive: %s",
-                 ", ".join(map(str, sorted(stale))))
-        core.draining |= stale
-        core.refresh_gpus()
+    memory_mb = total_memory_mb()
+
+    def load_core() -> SchedulerCore:
+        """The durable state, as a fresh core (also after a commit failed: see rollback)."""
+        core = SchedulerCore(store=Store(paths.data_dir), gpu_inventory=inventory,
+                             config=ctx.config, paths=paths, total_memory_mb=memory_mb)
+        core.gpus_from_cli = ctx.gpus_from_cli
+        if ctx.started_at:
+            core.started_at = ctx.started_at      # uptime is the daemon's, not this worker's
+        core.load()
+        stale = live_job_processes(core, paths)
+        if stale:
+            log.info("jobs stopped earlier whose process is still alive: %s",
+                     ", ".join(map(str, sorted(stale))))
+            core.draining |= stale
+            core.refresh_gpus()
+        return core
+
+    core = load_core()
     log.info("state loaded: %d jobs, next id %d, mode %s", len(core.jobs), core.next_job_id,
              core.mode)
     if core.load_note:
@@ -345,6 +372,7 @@ def main(ctx: WorkerContext, ready=None) -> None:
 
     threading.Thread(target=wake_on_stop, name="stop-wake", daemon=True).start()
     loop = SchedulerLoop(core, hub, ctx.config)
+    loop.load_core = load_core
     loop.start_timers()
     notifications = ctx.config.notifications
     if notifications.enabled and notifications.webhooks:
