@@ -145,6 +145,11 @@ class Client:
             except OSError as exc:
                 self.close()
                 raise ConnectionFailed(f"{CONNECT_HELP}\n({exc})") from None
+            except BaseException:
+                # Interrupted half-way (Ctrl-C): the connection may hold an unread
+                # answer that would be taken for the next request's. Start afresh.
+                self.close()
+                raise
         ctype = resp_headers.get("content-type", "")
         parsed: Any = raw.decode("utf-8", "replace")
         if "json" in ctype and raw:

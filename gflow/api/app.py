@@ -200,6 +200,15 @@ def redo_job(raw_id: str):
                                  "submitted_by": body.get("submitted_by")}))
 
 
+@jobs.post("/jobs/<raw_id>/signal")
+def signal_job(raw_id: str):
+    job_id = path_u32(raw_id)
+    body = json_body()
+    if not isinstance(body, dict) or not isinstance(body.get("signal"), str):
+        raise ApiError(400, {"error": 'expected {"signal": "SIGINT"}'})
+    return respond(*ask("signal", {"id": job_id, "signal": body["signal"]}))
+
+
 @jobs.post("/jobs/<raw_id>/<action>")
 def job_action(raw_id: str, action: str):
     if action not in ("finish", "fail", "cancel", "hold", "release"):

@@ -149,6 +149,15 @@ PATHS = {
                                  "responses": {"201": _json({"type": "object"}),
                                                "404": _err("No such job"),
                                                "409": _err("Job not finished")}}},
+    "/jobs/{id}/signal": {"post": {"summary": "Forward a signal to a running job's process group",
+                                   "parameters": [_job_id], "requestBody": {
+                                       "required": True, "content": {"application/json": {
+                                           "schema": {"type": "object",
+                                                      "required": ["signal"]}}}},
+                                   "responses": {"200": _json({"type": "object"}),
+                                                 "400": _err("Unknown signal"),
+                                                 "404": _err("No such job"),
+                                                 "409": _err("Job not running")}}},
     "/jobs/{id}/log": {"get": {"summary": "Path of the job's log", "parameters": [_job_id],
                                "responses": {"200": _json({"type": "string"}),
                                              "404": _json({"type": "null"})}}},

@@ -6,7 +6,8 @@ state and a refused update are errors with exit status 1 (0.4.13 printed them an
 `--clear-*` flags of `update` really clear (0.4.13 sent null, which its daemon ignored);
 contradicting flags (`-e` with `--clear-conda-env`, `-d` with `--depends-on-any`, ...) are
 usage errors; jobs run without tmux, so `show` prints no `TmuxSession=` line, `attach`
-follows the live output (Ctrl-C detaches) and `close-sessions` has nothing to close; `redo`
+follows the live output and forwards Ctrl-C to the job as SIGINT (a second Ctrl-C
+within two seconds detaches), and `close-sessions` has nothing to close; `redo`
 is done by the daemon in one step (POST /jobs/{id}/redo) and keeps the run name, project,
 all dependencies and the auto-cancel setting.
 """
@@ -52,8 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_arg(sp, sub=True)
         return sp
 
-    a = command("attach", ["a"], "follow a running job's output live; Ctrl-C detaches (the job "
-                                 "keeps running; use gcancel to stop it)")
+    a = command("attach", ["a"], "follow a running job's output live; Ctrl-C is forwarded to "
+                                 "the job as SIGINT, a second Ctrl-C within 2 s detaches")
+    a.add_argument("--no-forward", action="store_true",
+                   help="Ctrl-C only detaches (the job keeps running)")
     a.add_argument("job", metavar="JOB", help="job id, @ (your latest job) or @~N")
     lg = command("log", ["l"], "print a job's output")
     lg.add_argument("job", metavar="JOB", help="job id, @ (your latest job) or @~N")
@@ -300,18 +303,25 @@ def log_path(client, job_id: int) -> str:
     raise CommandError(f"Error: {api_text(status, path)}")
 
 
-def copy_log(client, job_id: int, path: str, follow: bool) -> int:
+def copy_log(client, job_id: int, path: str, follow: bool,
+             position: Optional[list] = None) -> int:
+    """Copy the log to stdout (following a running job); `position[0]` is the byte offset
+    to start from and is kept current, so an interrupted copy can resume."""
     try:
         f = open(path, "rb")
     except OSError as exc:
         raise CommandError(f"Error: Failed to open log file '{path}' for job {job_id}: "
                            f"{exc.strerror}") from None
     out = sys.stdout.buffer
+    if position:
+        f.seek(position[0])
     with f:
         while True:
             chunk = f.read(65536)
             if chunk:
                 out.write(chunk)
+                if position is not None:
+                    position[0] += len(chunk)
                 continue
             out.flush()
             if not follow:
@@ -345,6 +355,9 @@ def cmd_log(client, args) -> int:
     return copy_log(client, job_id, log_path(client, job_id), False)
 
 
+FORWARD_WINDOW_SECS = 2.0
+
+
 def cmd_attach(client, args) -> int:
     job_id = resolve_ref(client, args.job)
     job = get_job(client, job_id)
@@ -354,14 +367,33 @@ def cmd_attach(client, args) -> int:
                 else f"use `gjob log {job_id}` to see its output")
         raise CommandError(f"Error: Job {job_id} is not running (state {state}); {hint}")
     name = job.get("run_name") or f"gflow-job-{job_id}"
-    print(f"Attaching to job {job_id} ({name}): following its output; press Ctrl-C to detach "
-          "(the job keeps running).", file=sys.stderr)
-    try:
-        return copy_log(client, job_id, log_path(client, job_id), True)
-    except KeyboardInterrupt:
-        sys.stdout.flush()
-        print(f"\nDetached from job {job_id}; it keeps running.", file=sys.stderr)
-        return 0
+    forward = not getattr(args, "no_forward", False)
+    print(f"Attaching to job {job_id} ({name}): following its output; Ctrl-C "
+          + ("sends SIGINT to the job, twice detaches." if forward else "detaches.")
+          + " The job keeps running after you detach.", file=sys.stderr)
+    path = log_path(client, job_id)
+    last_interrupt = 0.0
+    position = [0]
+    while True:
+        try:
+            return copy_log(client, job_id, path, True, position)
+        except KeyboardInterrupt:
+            sys.stdout.flush()
+            now = time.monotonic()
+            if not forward or now - last_interrupt < FORWARD_WINDOW_SECS:
+                print(f"\nDetached from job {job_id}; it keeps running.", file=sys.stderr)
+                return 0
+            last_interrupt = now
+            status, body = client.request("POST", f"/jobs/{job_id}/signal",
+                                          {"signal": "SIGINT"})
+            if status == 200:
+                print(f"\n[sent SIGINT to job {job_id}; Ctrl-C again to detach]",
+                      file=sys.stderr)
+            else:
+                from gflow.client import error_text
+                print(f"\n[could not signal job {job_id}: {error_text(status, body)}]",
+                      file=sys.stderr)
+                return 0
 
 
 # --- hold / release --------------------------------------------------------------------------

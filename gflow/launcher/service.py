@@ -120,6 +120,8 @@ class Launcher:
                 self.adopt(msg[1])
             elif kind == "signal":
                 self.signal(msg[1], msg[2], msg[3])
+            elif kind == "forward":
+                self.forward(msg[1], msg[2])
             elif kind == "forget":
                 self.forget(msg[1])
 
@@ -229,6 +231,19 @@ class Launcher:
             log.error("job %d: cannot signal: %s", job_id, exc)
         tracked.kill_deadline = time.time() + grace
         log.info("job %d sent %s, SIGKILL in %gs", job_id, signame, grace)
+
+    def forward(self, job_id: int, signame: str) -> None:
+        """Pass a signal to the job's process group (`gjob attach` Ctrl-C): no stop, no
+        SIGKILL afterwards; the job decides what the signal means."""
+        tracked = self.jobs.get(job_id)
+        if tracked is None or (tracked.job_pid is None
+                               and not self._load_pidfile(job_id, tracked)):
+            return
+        try:
+            os.killpg(tracked.job_pid, getattr(signal, signame))
+            log.info("job %d forwarded %s", job_id, signame)
+        except OSError as exc:
+            log.warning("job %d: cannot forward %s: %s", job_id, signame, exc)
 
     # --- supervision ------------------------------------------------------------------
 

@@ -634,6 +634,24 @@ class SchedulerCore:
                 self.cascade_from(job)
         return Reply(200, None)
 
+    FORWARDABLE = ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGQUIT",
+                   "SIGCONT", "SIGSTOP", "SIGTSTP")
+
+    def op_signal(self, payload) -> Reply:
+        """Forward a signal to a running job's process group (e.g. Ctrl-C from `gjob attach`)."""
+        job = self.jobs.get(payload.get("id"))
+        if job is None:
+            return error(404, f"Job {payload.get('id')} not found")
+        name = payload.get("signal")
+        if isinstance(name, str) and not name.startswith("SIG"):
+            name = "SIG" + name
+        if name not in self.FORWARDABLE:
+            return error(400, f"signal must be one of {', '.join(self.FORWARDABLE)}")
+        if job.state != JobState.RUNNING:
+            return error(409, f"Job {job.id} is {job.state.value}: not running")
+        self.launcher_outbox.append(("forward", job.id, name))
+        return Reply(200, {"id": job.id, "signal": name})
+
     def stop_job(self, job: Job, signame: str) -> None:
         self.launcher_outbox.append(("signal", job.id, signame,
                                      self.config.launcher.kill_grace_secs))
