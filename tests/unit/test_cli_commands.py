@@ -688,6 +688,10 @@ class Recorder:
 def daemon_rec(monkeypatch):
     rec = Recorder()
     monkeypatch.setattr(gbatch.Client, "from_config", classmethod(lambda cls, config: rec))
+    # Without a config file gbatch skips the config module and builds its client from
+    # the address alone: route that path to the recorder too.
+    monkeypatch.setattr(gbatch, "Client", type("RecClient", (gbatch.Client,), {
+        "__new__": lambda cls, *a, **k: rec}))
     return rec
 
 
