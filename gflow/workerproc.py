@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 PR_SET_PDEATHSIG = 1
 
@@ -27,6 +27,7 @@ class WorkerContext:
     log_level: int = logging.INFO
     gpus_from_cli: bool = False
     started_at: float = 0.0     # when the master started: the daemon's uptime counts from it
+    log_file: Optional[str] = None  # the daemon log (gflowd.log) when there is one
 
     @property
     def paths(self):
@@ -34,7 +35,7 @@ class WorkerContext:
         return Paths.from_env(self.env)
 
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
+from gflow.logutil import LOG_FORMAT  # noqa: E402  (re-exported)
 
 
 def set_title(title: str) -> None:
@@ -49,10 +50,11 @@ def set_title(title: str) -> None:
 
 
 def setup_worker(name: str, ctx: WorkerContext, *, exit_with_master: bool = True) -> None:
-    """Title, logging to the inherited stderr, SIGINT ignored (the master decides)."""
-    multiprocessing.current_process().name = name
+    """Title, logging (the daemon log file and/or the inherited stderr: see
+    gflow.logutil), SIGINT ignored (the master decides)."""
+    from gflow.logutil import configure_daemon_logging
     set_title(f"gflowd: {name}")
-    logging.basicConfig(level=ctx.log_level, format=LOG_FORMAT, stream=sys.stderr, force=True)
+    configure_daemon_logging(ctx.log_level, ctx.log_file, process_name=name)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # `kill -USR2 <worker>` writes every thread's stack to the daemon log (a stuck worker).

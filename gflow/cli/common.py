@@ -220,6 +220,72 @@ def client_for(args) -> Client:
     return Client.from_config(load_config(path))
 
 
+# --- client logging (GFLOW_LOG, RUST_LOG) ------------------------------------------------------
+
+_client_logging_done = False
+
+
+def setup_client_logging() -> None:
+    """GFLOW_LOG (else RUST_LOG) sets a command's log level; records go to stderr.
+
+    `debug` logs every HTTP request with its status and time, `trace` also the bodies.
+    Costs two environment lookups when neither is set (logging is not even imported).
+    """
+    global _client_logging_done
+    if _client_logging_done:
+        return
+    _client_logging_done = True
+    env = os.environ
+    if not ((env.get("GFLOW_LOG") or "").strip() or (env.get("RUST_LOG") or "").strip()):
+        return
+    from gflow.logutil import configure_client_logging, env_level
+    level = env_level(env)
+    if level is None:
+        return
+    configure_client_logging(level)
+    _trace_requests()
+
+
+def _trace_requests() -> None:
+    import logging
+    log = logging.getLogger("gflow.client")
+    if not log.isEnabledFor(logging.DEBUG) or getattr(Client.request, "_traced", False):
+        return
+    import json
+    import time
+    from urllib.parse import quote, urlencode
+
+    from gflow.logutil import TRACE
+    original = Client.request
+
+    def request(self, method, path, body=None, query=None):
+        shown = path
+        items = {k: v for k, v in (query or {}).items() if v is not None}
+        if items:
+            shown += "?" + urlencode(items, quote_via=quote, safe="")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        url = f"http://{host}:{self.port}{shown}"
+        if body is not None and log.isEnabledFor(TRACE):
+            log.log(TRACE, "%s %s body=%s", method, url, json.dumps(body)[:4000])
+        started = time.monotonic()
+        try:
+            status, parsed = original(self, method, path, body, query)
+        except BaseException as exc:
+            log.debug("%s %s failed after %.1f ms: %s", method, url,
+                      (time.monotonic() - started) * 1000, str(exc).splitlines()[0] or
+                      type(exc).__name__)
+            raise
+        log.debug("%s %s -> %d (%.1f ms)", method, url, status,
+                  (time.monotonic() - started) * 1000)
+        if log.isEnabledFor(TRACE):
+            text = parsed if isinstance(parsed, str) else json.dumps(parsed)
+            log.log(TRACE, "response %s", text[:4000])
+        return status, parsed
+
+    request._traced = True  # type: ignore[attr-defined]
+    Client.request = request  # type: ignore[method-assign]
+
+
 # --- running a command ---------------------------------------------------------------------
 
 def guarded(fn: Callable[..., int]) -> Callable[..., int]:
@@ -227,6 +293,7 @@ def guarded(fn: Callable[..., int]) -> Callable[..., int]:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs) -> int:
+        setup_client_logging()
         try:
             rc = fn(*args, **kwargs)
             sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit

@@ -11,14 +11,13 @@ import multiprocessing
 import os
 import signal
 import socket
-import sys
 import time
 from dataclasses import replace
 from multiprocessing.connection import wait
 from typing import Callable, Optional
 
 from gflow import __version__
-from gflow.workerproc import LOG_FORMAT, WorkerContext, set_title
+from gflow.workerproc import WorkerContext, set_title
 
 log = logging.getLogger("gflow.master")
 
@@ -33,6 +32,8 @@ STOP_TIMEOUT_SECS = 15.0
 READY_TIMEOUT_SECS = 60.0
 # How long a new master waits for the workers of a killed predecessor to exit.
 ORPHAN_WAIT_SECS = 15.0
+# How often the master compares the daemon log's size with [logging] max_bytes.
+LOG_CHECK_SECS = 1.0
 
 
 class StartupError(Exception):
@@ -204,12 +205,18 @@ class Worker:
 
 class Master:
     def __init__(self, config, env: dict, *, log_level: int = logging.INFO,
-                 gpus_from_cli: bool = False):
+                 gpus_from_cli: bool = False, log_file=None,
+                 level_for: Optional[Callable] = None):
         from gflow.paths import Paths
         self.config = config
         self.env = env
         self.paths = Paths.from_env(env)
         self.log_level = log_level
+        # The daemon log: only the master rotates it (gflow.logutil); `level_for(config)`
+        # recomputes the level when a reload changes [logging] level.
+        self.log_file = str(log_file) if log_file is not None else None
+        self.level_for = level_for
+        self._log_checked = 0.0
         self.gpus_from_cli = gpus_from_cli
         self.mp = multiprocessing.get_context("spawn")
         self.workers = {name: Worker(name) for name in WORKERS}
@@ -239,7 +246,7 @@ class Master:
             config=self.config, env=self.env,
             address="\0gflowd-hub-" + channel_token(self.paths.data_dir),
             authkey=os.urandom(32), log_level=self.log_level, gpus_from_cli=self.gpus_from_cli,
-            started_at=self.started_at)
+            started_at=self.started_at, log_file=self.log_file)
 
     def start_process(self, name: str):
         """Start one worker process; returns it and the reading end of its ready pipe."""
@@ -316,8 +323,27 @@ class Master:
                     self.reload()
                 if not self.supervise():
                     return self.stop(code=1)
+                self.check_log()
         finally:
             self.lock.release()
+
+    def check_log(self, now: Optional[float] = None) -> None:
+        """Rotate the daemon log once it passed [logging] max_bytes (at most once a
+        second). Only the master rotates; every process reopens the file by itself."""
+        if self.log_file is None:
+            return
+        now = time.monotonic() if now is None else now
+        if now - self._log_checked < LOG_CHECK_SECS:
+            return
+        self._log_checked = now
+        from gflow.logutil import rotate
+        limits = self.config.logging
+        if rotate(self.log_file, limits.max_bytes, limits.backups):
+            for handler in logging.getLogger().handlers:
+                reopen = getattr(handler, "reopenIfNeeded", None)
+                if reopen is not None:
+                    reopen()
+            log.info("log rotated (max_bytes=%d backups=%d)", limits.max_bytes, limits.backups)
 
     def supervise(self) -> bool:
         """Restart dead workers with backoff; False once one keeps dying (FATAL)."""
@@ -394,7 +420,13 @@ class Master:
                 "at": time.time(), "secs": 0.0,
                 "error": f"configuration not reloaded: {exc}"})
             return
-        self.ctx = replace(self.ctx, config=self.config,
+        if self.level_for is not None:
+            level = self.level_for(self.config)
+            if level != self.log_level:
+                log.info("log level %s", logging.getLevelName(level))
+                self.log_level = level
+                logging.getLogger().setLevel(level)
+        self.ctx = replace(self.ctx, config=self.config, log_level=self.log_level,
                            gpus_from_cli=self.gpus_from_cli or "daemon.gpus" in (self.overrides or {}))
         started = time.monotonic()
         log.info("reloading workers")
@@ -444,6 +476,7 @@ class Master:
             old.join(5)
 
 
-def configure_logging(level: int) -> None:
-    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
-    multiprocessing.current_process().name = "master"
+def configure_logging(level: int, log_file=None):
+    """The master's logging: `log_file` (rotated by the master) and/or stderr."""
+    from gflow.logutil import configure_daemon_logging
+    return configure_daemon_logging(level, log_file, process_name="master")

@@ -159,8 +159,7 @@ class Launcher:
                 start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, close_fds=True)
             tracked.monitor_pid = tracked.popen.pid
-            log.info("job %d started monitor=%d gpus=%s", job_id, tracked.monitor_pid,
-                     ",".join(map(str, spec.get("gpu_ids") or ())) or "-")
+            log.debug("job %d launched monitor_pid=%d", job_id, tracked.monitor_pid)
         except (LaunchError, OSError) as exc:
             log.error("job %d could not be started: %s", job_id, exc)
             self.report(job_id, {"exit_code": None, "detail": f"could not start: {exc}",
@@ -188,8 +187,8 @@ class Launcher:
             tracked = Tracked(spec=spec, launched_at=_mtime(files["spec_path"]))
             self.jobs[job_id] = tracked
             self._load_pidfile(job_id, tracked)
-            log.info("job %d adopted monitor=%s job_pid=%s", job_id, tracked.monitor_pid,
-                     tracked.job_pid)
+            log.info("job %d adopted pid=%s monitor_pid=%s", job_id, tracked.job_pid,
+                     tracked.monitor_pid)
         for job_id in list(self.jobs):
             if job_id not in wanted and self.jobs[job_id].reported:
                 del self.jobs[job_id]
@@ -201,6 +200,10 @@ class Launcher:
                 info = json.load(f)
         except (OSError, ValueError):
             return False
+        if tracked.job_pid is None and tracked.popen is not None and info.get("job_pid"):
+            log.info("job %d started pid=%s gpus=%s monitor_pid=%s", job_id, info["job_pid"],
+                     ",".join(map(str, tracked.spec.get("gpu_ids") or ())) or "-",
+                     info.get("monitor_pid"))
         tracked.monitor_pid = info.get("monitor_pid")
         tracked.monitor_start = info.get("monitor_start")
         tracked.job_pid = info.get("job_pid")
@@ -379,6 +382,7 @@ class Launcher:
                 # "time limit reached"); the exit code still tells how it ended.
                 info = dict(info, detail=None)
             tracked.reported = info
+            _log_exit(job_id, tracked, info)
         self.send(("exited", job_id, info))
 
     def send(self, msg) -> None:
@@ -399,6 +403,21 @@ class Launcher:
                 continue
             with self.lock:
                 self.check(job_id)
+
+
+def _log_exit(job_id: int, tracked: Tracked, info: dict) -> None:
+    fields = f"exit_code={info.get('exit_code')}"
+    if info.get("signal"):
+        try:
+            fields += f" signal={signal.Signals(info['signal']).name}"
+        except (ValueError, TypeError):
+            fields += f" signal={info['signal']}"
+    ended = info.get("finished_at")
+    if isinstance(ended, (int, float)):
+        fields += f" runtime={max(0.0, ended - tracked.launched_at):.1f}s"
+    if info.get("detail"):
+        fields += f' detail="{info["detail"]}"'
+    log.info("job %d exited %s", job_id, fields)
 
 
 def _read_json(path: str) -> Optional[dict]:

@@ -50,6 +50,24 @@ def error(status: int, message: str, **extra) -> Reply:
     return Reply(status, {"error": message, **extra})
 
 
+def _log_transition(job: Job, src: JobState, dst: JobState, now: float) -> None:
+    """One key=value line per state change (info for starts and ends, debug otherwise)."""
+    if dst == JobState.RUNNING:
+        if log.isEnabledFor(logging.INFO):
+            log.info("job %d scheduled gpus=%s user=%s", job.id,
+                     ",".join(map(str, job.gpu_ids or ())) or "-", job.submitted_by)
+    elif dst in FINAL_STATES:
+        if log.isEnabledFor(logging.INFO):
+            extra = ""
+            if job.started_at is not None:
+                extra += f" exit_code={job.exit_code} runtime={now - job.started_at:.1f}s"
+            if job.reason_detail:
+                extra += f' detail="{job.reason_detail}"'
+            log.info("job %d finished state=%s%s", job.id, dst.value, extra)
+    elif log.isEnabledFor(logging.DEBUG):
+        log.debug("job %d state=%s from=%s", job.id, dst.value, src.value)
+
+
 class SchedulerCore:
     def __init__(self, *, store, gpu_inventory, config, paths,
                  clock: Callable[[], float] = time.time,
@@ -219,6 +237,7 @@ class SchedulerCore:
         self.save_job(job)
         self.pass_needed = True
         self.emit("job_" + _EVENT_NAME[dst], job)
+        _log_transition(job, src, dst, now)
 
     # --- request dispatch -------------------------------------------------------
 
