@@ -1,4 +1,6 @@
-"""`gflowd`: start, stop, reload and inspect the daemon (`up --foreground` runs the master)."""
+"""`gflowd`: start, stop, reload and inspect the daemon (`up --foreground` runs the master);
+`init` writes a configuration, `service` installs the systemd user unit, `--cleanup` removes
+the bookkeeping files of finished jobs."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import argparse
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,18 +25,36 @@ RELOAD_TIMEOUT_SECS = 120.0
 STOP_TIMEOUT_SECS = 60.0
 
 
+CLEANUP_HELP = ("remove the bookkeeping files (<id>.spec.json, .pid, .status) of jobs that "
+                "finished over a minute ago and whose process is gone; job logs are kept")
+
+
+def add_globals(p: argparse.ArgumentParser, sub: bool = False) -> None:
+    """-c/-v/-q/--cleanup: global, as in 0.4.13 (accepted before or after the command)."""
+    default = argparse.SUPPRESS if sub else None
+    count = argparse.SUPPRESS if sub else 0
+    p.add_argument("-c", "--config", metavar="PATH", default=default, help="config file")
+    p.add_argument("-v", "--verbose", action="count", default=count,
+                   help="more log output (repeatable)")
+    p.add_argument("-q", "--quiet", action="count", default=count,
+                   help="less log output (repeatable)")
+    p.add_argument("--cleanup", action="store_true",
+                   default=argparse.SUPPRESS if sub else False, help=CLEANUP_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gflowd", description="The gflow daemon.")
-    p.add_argument("-c", "--config", metavar="PATH", help="config file")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    p.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
-    p.add_argument("--cleanup", action="store_true", help=argparse.SUPPRESS)
+    from gflow.cli.init_wizard import add_init_parser
+    p = argparse.ArgumentParser(prog="gflowd", description="The gflow daemon.",
+                                allow_abbrev=False)
+    add_globals(p)
     p.add_argument("-V", "--version", action="version", version=f"gflowd {__version__}")
-    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    add_globals(common, sub=True)
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
     for names, text in ((["up", "start"], "start the daemon"),
                         (["restart"], "stop, then start the daemon"),
                         (["reload"], "replace the workers without closing the port")):
-        sp = sub.add_parser(names[0], aliases=names[1:], help=text)
+        sp = sub.add_parser(names[0], aliases=names[1:], help=text, parents=[common])
         sp.add_argument("--gpus", metavar="INDICES", help="GPUs the scheduler may use: 0,2 or 0-3")
         sp.add_argument("--gpu-allocation-strategy", choices=["sequential", "random"],
                         type=str.lower, metavar="STRATEGY", help="sequential or random")
@@ -41,16 +62,34 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how often NVML is polled")
         if names[0] == "up":
             sp.add_argument("--foreground", action="store_true",
-                            help="run in the foreground (for systemd)")
-    sub.add_parser("down", aliases=["stop"], help="stop the daemon (jobs keep running)")
-    sub.add_parser("status", help="is the daemon running?")
+                            help="run in the foreground (for systemd); logs go to stderr")
+            sp.add_argument("--log-file", metavar="PATH",
+                            help="also write the log to PATH, rotated per [logging] "
+                                 "(`gflowd up` in the background uses logs/gflowd.log)")
+    sub.add_parser("down", aliases=["stop"], help="stop the daemon (jobs keep running)",
+                   parents=[common])
+    sub.add_parser("status", help="is the daemon running?", parents=[common])
+    add_init_parser(sub, common)
+    sp = sub.add_parser("service", help="install or remove the systemd user unit",
+                        parents=[common],
+                        description="Install or remove ~/.config/systemd/user/gflowd.service "
+                                    "(the daemon as a systemd user service).")
+    actions = sp.add_subparsers(dest="action", metavar="ACTION", required=True)
+    inst = actions.add_parser("install", help="write the unit and reload systemd",
+                              parents=[common])
+    inst.add_argument("--now", "--enable", dest="now", action="store_true",
+                      help="also enable and start it (systemctl --user enable --now)")
+    actions.add_parser("uninstall", help="stop, disable and remove the unit", parents=[common])
+    actions.add_parser("show", help="print the unit that install would write",
+                       parents=[common])
     return p
 
 
-def log_level(args) -> int:
-    import logging
-    levels = [logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG]
-    return levels[max(0, min(3, 2 + args.verbose - args.quiet))]
+def log_level(args, config=None) -> int:
+    """`[logging] level` (or GFLOW_LOG), moved one step per -v (more) or -q (less)."""
+    from gflow.logutil import daemon_level
+    name = config.logging.level if config is not None else None
+    return daemon_level(name, args.verbose, args.quiet)
 
 
 def overrides_from(args) -> dict:
@@ -123,16 +162,8 @@ def health(config) -> tuple[Optional[int], Optional[dict]]:
 
 
 def rotate_log(path, max_bytes: int, backups: int) -> None:
-    try:
-        if os.path.getsize(path) < max_bytes:
-            return
-    except OSError:
-        return
-    for n in range(backups - 1, 0, -1):
-        src, dst = f"{path}.{n}", f"{path}.{n + 1}"
-        if os.path.exists(src):
-            os.replace(src, dst)
-    os.replace(path, f"{path}.1")
+    from gflow.logutil import rotate
+    rotate(path, max_bytes, backups)
 
 
 def last_error_line(path, offset: int) -> Optional[str]:
@@ -159,6 +190,7 @@ def cmd_up(args) -> int:
         status, _ = health(config)
         if status == 200:
             print(f"gflowd is already running (pid {pid}).")
+            print("Use `gflowd reload` to hot-reload or `gflowd restart` to restart it.")
             return 0
         raise CommandError(f"gflowd (pid {pid}) holds {p.lock_file} but does not answer on "
                            f"{config.daemon.host}:{config.daemon.port}. "
@@ -175,6 +207,7 @@ def cmd_up(args) -> int:
     if args.config:
         cmd += ["--config", os.path.abspath(args.config)]
     cmd += ["-v"] * args.verbose + ["-q"] * args.quiet + ["up", "--foreground"]
+    cmd += ["--log-file", str(p.daemon_log)]
     if args.gpus:
         cmd += ["--gpus", args.gpus]
     if args.gpu_allocation_strategy:
@@ -206,12 +239,16 @@ def run_foreground(args, config, overrides) -> int:
     import logging
 
     from gflow.daemon.master import Master, StartupError, configure_logging
-    configure_logging(log_level(args))
+    level = log_level(args, config)
+    log_file = os.path.abspath(args.log_file) if getattr(args, "log_file", None) else None
+    if log_file:
+        os.makedirs(os.path.dirname(log_file), mode=0o700, exist_ok=True)
+    configure_logging(level, log_file)
     env = dict(os.environ)
     if args.config:
         env["GFLOW_CONFIG_PATH"] = os.path.abspath(args.config)
-    master = Master(config, env, log_level=log_level(args),
-                    gpus_from_cli="daemon.gpus" in overrides)
+    master = Master(config, env, log_level=level, gpus_from_cli="daemon.gpus" in overrides,
+                    log_file=log_file, level_for=lambda c: log_level(args, c))
     master.overrides = overrides
     try:
         return master.run()
@@ -318,9 +355,114 @@ def cmd_reload(args) -> int:
     raise CommandError("gflowd did not finish the reload in time; see the daemon log")
 
 
-@guarded
-def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+# --- --cleanup ------------------------------------------------------------------------------
+
+FINAL_STATES = ("Finished", "Failed", "Cancelled", "Timeout")
+# A job's files stay this long after it ended: the launcher may not have read its status yet.
+CLEANUP_MIN_AGE_SECS = 60.0
+_BOOKKEEPING = re.compile(r"^([0-9]+)\.(?:spec\.json|pid|status)(?:\.tmp(?:\..*)?)?$")
+
+
+def _epoch(value) -> Optional[float]:
+    if isinstance(value, dict) and "secs_since_epoch" in value:
+        return value["secs_since_epoch"] + value.get("nanos_since_epoch", 0) / 1e9
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None
+
+
+def _process_alive(pid, started) -> bool:
+    import psutil
+    if not pid:
+        return False
+    try:
+        proc = psutil.Process(int(pid))
+        if started is not None and abs(proc.create_time() - float(started)) > 1.0:
+            return False            # the pid was reused by someone else
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except (psutil.Error, ValueError, TypeError):
+        return False
+
+
+def _job_process_alive(pidfile) -> bool:
+    try:
+        with open(pidfile) as f:
+            info = json.load(f)
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):
+        return True                 # unreadable: keep it, to be safe
+    return (_process_alive(info.get("monitor_pid"), info.get("monitor_start"))
+            or _process_alive(info.get("job_pid"), info.get("job_start")))
+
+
+def cleanup(config, now: Optional[float] = None) -> tuple[int, int]:
+    """Remove `<id>.spec.json`, `<id>.pid`, `<id>.status` (and their temp files) of jobs
+    the running daemon reports final for over a minute, whose monitor and job processes
+    are gone. The job logs (`<id>.log`) stay: `gjob log` reads them. Files of jobs the
+    daemon does not report final (running, queued, or ended while it was down and not
+    yet collected) are never touched. Returns (jobs, files) removed."""
+    p = paths()
+    if running_pid(p.lock_file) is None:
+        raise CommandError("gflowd --cleanup: gflowd is not running; it must tell which jobs "
+                           "are finished: start it with `gflowd up`")
+    client = Client(config.daemon.host, config.daemon.port, timeout=120)
+    try:
+        jobs = client.list_jobs(states=list(FINAL_STATES))
+    finally:
+        client.close()
+    now = time.time() if now is None else now
+    done = set()
+    for job in jobs or ():
+        finished = _epoch(job.get("finished_at"))
+        if (job.get("state") in FINAL_STATES and finished is not None
+                and now - finished >= CLEANUP_MIN_AGE_SECS):
+            done.add(int(job["id"]))
+    by_job: dict[int, list[str]] = {}
+    try:
+        names = os.listdir(p.logs_dir)
+    except FileNotFoundError:
+        names = []
+    for name in names:
+        m = _BOOKKEEPING.match(name)
+        if m and int(m.group(1)) in done:
+            by_job.setdefault(int(m.group(1)), []).append(name)
+    jobs_removed = files_removed = 0
+    for job_id, files in sorted(by_job.items()):
+        if _job_process_alive(p.logs_dir / f"{job_id}.pid"):
+            continue
+        removed = 0
+        for name in files:
+            try:
+                os.unlink(p.logs_dir / name)
+                removed += 1
+            except FileNotFoundError:
+                pass
+        if removed:
+            jobs_removed += 1
+            files_removed += removed
+    return jobs_removed, files_removed
+
+
+def cmd_cleanup(args, *, alone: bool) -> int:
+    try:
+        config = load(args)
+        jobs, files = cleanup(config)
+    except (CommandError, ConnectionFailed) as exc:
+        if alone:
+            raise
+        print(f"Cleanup skipped: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 0
+    if files:
+        print(f"Cleanup: removed {files} file(s) of {jobs} finished job(s); their logs are kept.")
+    else:
+        print("Cleanup: nothing to remove.")
+    return 0
+
+
+# --- main -----------------------------------------------------------------------------------
+
+def dispatch(args) -> int:
     cmd = args.cmd
     if cmd in ("up", "start"):
         return cmd_up(args)
@@ -329,12 +471,46 @@ def main(argv: Optional[list[str]] = None) -> int:
     if cmd == "restart":
         cmd_down(args)
         args.foreground = False
+        args.log_file = None
         return cmd_up(args)
     if cmd == "reload":
         return cmd_reload(args)
     if cmd == "status":
         return cmd_status(args)
+    if cmd == "init":
+        from gflow.cli.init_wizard import cmd_init
+        return cmd_init(args)
+    if cmd == "service":
+        from gflow.cli import systemd_unit
+        if args.action == "install":
+            return systemd_unit.cmd_install(args, running_pid(paths().lock_file))
+        if args.action == "uninstall":
+            return systemd_unit.cmd_uninstall(args)
+        return systemd_unit.cmd_show(args)
     raise CommandError(f"unknown command {cmd}", code=2)
+
+
+@guarded
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    cmd = args.cmd
+    if cmd is None:
+        if args.cleanup:
+            return cmd_cleanup(args, alone=True)
+        parser.error("a command is required (up, down, restart, reload, status, init, "
+                     "service)")
+    if not args.cleanup or (cmd in ("up", "start") and getattr(args, "foreground", False)):
+        return dispatch(args)
+    # --cleanup with a command (0.4.13 accepts it everywhere and does nothing): before
+    # the daemon goes away, after everything else.
+    if cmd in ("down", "stop", "restart"):
+        cmd_cleanup(args, alone=False)
+        return dispatch(args)
+    rc = dispatch(args)
+    if rc == 0:
+        cmd_cleanup(args, alone=False)
+    return rc
 
 
 if __name__ == "__main__":

@@ -42,3 +42,16 @@ def test_systemd_analyze_verify(name, tmp_path):
     problems = [line for line in (res.stdout + res.stderr).splitlines()
                 if str(target.name) in line or name in line]
     assert res.returncode == 0 and not problems, res.stdout + res.stderr
+
+
+def test_service_install_writes_the_contrib_unit():
+    """`gflowd service install` renders contrib/systemd/gflowd.service (ExecStart aside)."""
+    from gflow.cli import systemd_unit
+    assert systemd_unit.render("/usr/bin/env gflowd") == (UNITS / "gflowd.service").read_text()
+
+
+def test_exec_start_quoting():
+    from gflow.cli.systemd_unit import _quote
+    assert _quote("/opt/venv/bin/gflowd") == "/opt/venv/bin/gflowd"
+    assert _quote("/home/a b/bin/gflowd") == '"/home/a b/bin/gflowd"'
+    assert _quote("/x/100%/$HOME") == "/x/100%%/$$HOME"
