@@ -21,6 +21,7 @@ from gflow.client import Client, ConnectionFailed
 from gflow.errors import ConfigError, ParseError
 
 START_TIMEOUT_SECS = 30.0
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
 RELOAD_TIMEOUT_SECS = 120.0
 STOP_TIMEOUT_SECS = 60.0
 
@@ -229,6 +230,10 @@ def cmd_up(args) -> int:
             if body.get("status") != "ok":
                 print(f"Warning: gflowd is in {body.get('status')} mode: {body.get('detail')}",
                       file=sys.stderr)
+            if config.daemon.host not in LOOPBACK:
+                print(f"Warning: gflowd listens on {config.daemon.host}: everyone who can reach "
+                      "it can submit and cancel jobs as any user (there is no "
+                      "authentication)", file=sys.stderr)
             return 0
         time.sleep(0.05)
     raise CommandError(f"gflowd did not become healthy within {START_TIMEOUT_SECS:.0f}s; "

@@ -345,3 +345,15 @@ def test_installed_unit_verifies(fake_systemctl):
                          capture_output=True, text=True, timeout=60)
     problems = [line for line in (res.stdout + res.stderr).splitlines() if "gflowd" in line]
     assert res.returncode == 0 and not problems, res.stdout + res.stderr
+
+
+def test_non_loopback_address_is_warned_about(daemon_factory):
+    d = daemon_factory(fake_gpus="1")
+    env = {**d.env, "GFLOW_DAEMON_HOST": "0.0.0.0"}
+    res = d.run("gflowd", "up", env=env)
+    assert res.returncode == 0, res.stderr
+    assert "Warning: gflowd listens on 0.0.0.0: everyone who can reach it" in res.stderr
+    assert "WARNING master gflow.master: listening on 0.0.0.0" in log_text(d)
+    d.ok("gflowd", "down", env=env)
+    res = d.run("gflowd", "up")                         # 127.0.0.1: no warning
+    assert res.returncode == 0 and res.stderr == ""
