@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_parser("uninstall", help="stop, disable and remove the unit", parents=[common])
     actions.add_parser("show", help="print the unit that install would write",
                        parents=[common])
+    from gflow.cli.common import add_completion_parser
+    add_completion_parser(sub)
     return p
 
 
@@ -485,6 +487,9 @@ def dispatch(args) -> int:
     if cmd == "init":
         from gflow.cli.init_wizard import cmd_init
         return cmd_init(args)
+    if cmd == "completion":
+        from gflow.cli.common import print_completion
+        return print_completion(build_parser(), args.shell)
     if cmd == "service":
         from gflow.cli import systemd_unit
         if args.action == "install":
@@ -504,7 +509,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.cleanup:
             return cmd_cleanup(args, alone=True)
         parser.error("a command is required (up, down, restart, reload, status, init, "
-                     "service)")
+                     "service, completion)")
     if not args.cleanup or (cmd in ("up", "start") and getattr(args, "foreground", False)):
         return dispatch(args)
     # --cleanup with a command (0.4.13 accepts it everywhere and does nothing): before

@@ -359,3 +359,11 @@ def test_non_tty_subprocess(tmp_path):
                          stdin=subprocess.DEVNULL, timeout=60)
     assert res.returncode == 0, res.stderr
     assert "  GPUs: 0-1 (all detected)\n" in res.stdout and "  Timezone: UTC\n" in res.stdout
+
+
+def test_gflowd_completion_knows_init_and_service(capsys):
+    assert gflowd.main(["completion", "bash"]) == 0
+    out = capsys.readouterr().out
+    assert "init" in out and "service" in out and "--gpu-poll-interval-secs" in out
+    assert gflowd.main([]) == 2
+    assert "a command is required" in capsys.readouterr().err
