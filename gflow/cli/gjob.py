@@ -368,14 +368,17 @@ def cmd_attach(client, args) -> int:
         raise CommandError(f"Error: Job {job_id} is not running (state {state}); {hint}")
     name = job.get("run_name") or f"gflow-job-{job_id}"
     forward = not getattr(args, "no_forward", False)
-    print(f"Attaching to job {job_id} ({name}): following its output; Ctrl-C "
-          + ("sends SIGINT to the job, twice detaches." if forward else "detaches.")
-          + " The job keeps running after you detach.", file=sys.stderr)
     path = log_path(client, job_id)
     last_interrupt = 0.0
     position = [0]
+    banner = (f"Attaching to job {job_id} ({name}): following its output; Ctrl-C "
+              + ("sends SIGINT to the job, twice detaches." if forward else "detaches.")
+              + " The job keeps running after you detach.")
     while True:
         try:
+            if banner:   # inside the try: a Ctrl-C right after it is handled below
+                print(banner, file=sys.stderr, flush=True)
+                banner = ""
             return copy_log(client, job_id, path, True, position)
         except KeyboardInterrupt:
             sys.stdout.flush()
