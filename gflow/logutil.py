@@ -204,28 +204,31 @@ def rotate(path, max_bytes: int, backups: int) -> bool:
 
 
 def configure_daemon_logging(level: int, log_file=None, *,
-                             process_name: Optional[str] = None) -> Optional[LogFile]:
+                             process_name: Optional[str] = None,
+                             stderr_is_log: Optional[bool] = None) -> Optional[LogFile]:
     """Root logging for one daemon process: the log file (when given) and/or stderr.
 
     When stderr already is the log file (started by `gflowd up`), only the file handler
     is installed and it carries fds 1 and 2 along on rotation; otherwise records go to
-    stderr as well (a terminal, or the journal under systemd)."""
+    stderr as well (a terminal, or the journal under systemd). `stderr_is_log` None: find
+    out (the master does); workers are told what the master found, because the stderr
+    they inherit may lag behind a rotation for a moment."""
     import multiprocessing
     if process_name:
         multiprocessing.current_process().name = process_name
     handlers: list[logging.Handler] = []
     file_handler: Optional[LogFile] = None
-    stderr_is_log = False
+    follow = False
     if log_file is not None:
-        stderr_is_log = same_file(2, log_file)
+        follow = same_file(2, log_file) if stderr_is_log is None else bool(stderr_is_log)
         try:
-            file_handler = LogFile(log_file, follow_fds=(1, 2) if stderr_is_log else ())
+            file_handler = LogFile(log_file, follow_fds=(1, 2) if follow else ())
             handlers.append(file_handler)
         except OSError as exc:
             print(f"gflowd: cannot open the log file {log_file}: {exc.strerror or exc}",
                   file=sys.stderr)
-            stderr_is_log = False
-    if not stderr_is_log:
+            follow = False
+    if not follow:
         handlers.append(logging.StreamHandler(sys.stderr))
     elif file_handler is not None:
         follow_rotations(file_handler)

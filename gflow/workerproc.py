@@ -28,6 +28,7 @@ class WorkerContext:
     gpus_from_cli: bool = False
     started_at: float = 0.0     # when the master started: the daemon's uptime counts from it
     log_file: Optional[str] = None  # the daemon log (gflowd.log) when there is one
+    log_follow: bool = False        # stderr is that log: move fds 1 and 2 along on rotation
 
     @property
     def paths(self):
@@ -54,7 +55,8 @@ def setup_worker(name: str, ctx: WorkerContext, *, exit_with_master: bool = True
     gflow.logutil), SIGINT ignored (the master decides)."""
     from gflow.logutil import configure_daemon_logging
     set_title(f"gflowd: {name}")
-    configure_daemon_logging(ctx.log_level, ctx.log_file, process_name=name)
+    configure_daemon_logging(ctx.log_level, ctx.log_file, process_name=name,
+                             stderr_is_log=ctx.log_follow)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # `kill -USR2 <worker>` writes every thread's stack to the daemon log (a stuck worker).

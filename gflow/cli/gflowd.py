@@ -250,12 +250,13 @@ def run_foreground(args, config, overrides) -> int:
     log_file = os.path.abspath(args.log_file) if getattr(args, "log_file", None) else None
     if log_file:
         os.makedirs(os.path.dirname(log_file), mode=0o700, exist_ok=True)
-    configure_logging(level, log_file)
+    handler = configure_logging(level, log_file)
     env = dict(os.environ)
     if args.config:
         env["GFLOW_CONFIG_PATH"] = os.path.abspath(args.config)
     master = Master(config, env, log_level=level, gpus_from_cli="daemon.gpus" in overrides,
-                    log_file=log_file, level_for=lambda c: log_level(args, c))
+                    log_file=log_file, log_follow=bool(handler and handler.follow_fds),
+                    level_for=lambda c: log_level(args, c))
     master.overrides = overrides
     try:
         return master.run()

@@ -205,7 +205,7 @@ class Worker:
 
 class Master:
     def __init__(self, config, env: dict, *, log_level: int = logging.INFO,
-                 gpus_from_cli: bool = False, log_file=None,
+                 gpus_from_cli: bool = False, log_file=None, log_follow: bool = False,
                  level_for: Optional[Callable] = None):
         from gflow.paths import Paths
         self.config = config
@@ -215,6 +215,7 @@ class Master:
         # The daemon log: only the master rotates it (gflow.logutil); `level_for(config)`
         # recomputes the level when a reload changes [logging] level.
         self.log_file = str(log_file) if log_file is not None else None
+        self.log_follow = log_follow
         self.level_for = level_for
         self._log_checked = 0.0
         self.gpus_from_cli = gpus_from_cli
@@ -246,7 +247,7 @@ class Master:
             config=self.config, env=self.env,
             address="\0gflowd-hub-" + channel_token(self.paths.data_dir),
             authkey=os.urandom(32), log_level=self.log_level, gpus_from_cli=self.gpus_from_cli,
-            started_at=self.started_at, log_file=self.log_file)
+            started_at=self.started_at, log_file=self.log_file, log_follow=self.log_follow)
 
     def start_process(self, name: str):
         """Start one worker process; returns it and the reading end of its ready pipe."""
