@@ -84,8 +84,10 @@ def test_lifecycle_events_arrive_once_with_the_header(daemon_factory, receiver):
     for _, p in receiver.received:
         if "job" in p:
             by_job.setdefault(p["job"]["id"], []).append(p["event"])
-    assert by_job[1] == ["job_submitted", "job_started", "job_completed"]
-    assert by_job[2] == ["job_submitted", "job_held", "job_released", "job_cancelled"]
+    # Deliveries run concurrently, so arrival order is not guaranteed; each event once.
+    assert sorted(by_job[1]) == sorted(["job_submitted", "job_started", "job_completed"])
+    assert sorted(by_job[2]) == sorted(["job_submitted", "job_held", "job_released",
+                                        "job_cancelled"])
     headers, completed = next((h, p) for h, p in receiver.received
                               if p["event"] == "job_completed")
     assert headers["authorization"] == "Bearer t0ken"
