@@ -8,7 +8,9 @@ target) pair is delivered again, so delivery is at least once and each payload
 carries an `event_id` (also sent as the `X-Gflow-Event-Id` header) for de-duplication.
 Retries: 5xx, 429 (honouring `Retry-After`), timeouts and connection errors are
 retried with exponential backoff (1, 2, 4 ... 30 s); other 4xx are not (0.4.13 retries
-them, spec/scheduler.md W21). A pending retry holds no concurrency permit.
+them, spec/scheduler.md W21). A pending retry holds no concurrency permit. Deliveries
+run concurrently, so a receiver may see events out of order: use `timestamp` (and the
+job's state) rather than arrival order.
 """
 
 from __future__ import annotations
