@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Daemon, wait_for
+from conftest import Daemon, free_port, wait_for
 
 pytestmark = pytest.mark.compat
 
@@ -142,23 +142,30 @@ def test_redo_and_stats(rust):
 def test_state_dir_loads_in_0413_daemon(rust, tmp_path):
     """A state directory we wrote is readable by gflow 0.4.13's own daemon."""
     bin_dir = runqd_bin()
+    rust.ok("gbatch", "--gpus", "9", "echo", "for 0.4.13")   # at least one job
+    ours = [str(j["id"]) for j in rust.http("GET", "/jobs")[1]]
     rust.ok("gflowd", "down")
     home = tmp_path / "rust-home"
     data = home / ".local" / "share" / "gflow"
     data.mkdir(parents=True)
     (data / "state.msgpack").write_bytes((rust.data_dir / "state.msgpack").read_bytes())
-    port = rust.port + 1
+    port = free_port()
     env = {**rust.env, "HOME": str(home), "GFLOW_DAEMON_PORT": str(port)}
-    proc = subprocess.Popen([str(bin_dir / "gflowd")], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    log = tmp_path / "gflowd-0.4.13.log"
+    with open(log, "w") as log_file:
+        proc = subprocess.Popen([str(bin_dir / "gflowd")], env=env, stdout=log_file,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     try:
         def listed():
             res = subprocess.run([str(bin_dir / "gqueue"), "-a", "-u", "all"], env=env,
                                  capture_output=True, text=True, timeout=10)
             return res.stdout if res.returncode == 0 and "JOBID" in res.stdout else None
-        out = ANSI.sub("", wait_for(listed, timeout=20, what="0.4.13 gflowd to answer"))
+        try:
+            out = ANSI.sub("", wait_for(listed, timeout=40, what="0.4.13 gflowd to answer"))
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n0.4.13 daemon output:\n{log.read_text()[-2000:]}")
         ids = [line.split()[0] for line in out.splitlines()[1:]]
-        assert ids[:7] == [str(i) for i in range(1, 8)]
+        assert ids == ours
     finally:
         os.killpg(proc.pid, 9)
         proc.wait()
