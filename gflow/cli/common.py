@@ -111,6 +111,17 @@ def special_command(parser: argparse.ArgumentParser, argv: list[str]) -> Optiona
     return None
 
 
+def builtin_subcommand(parser: argparse.ArgumentParser, args) -> Optional[int]:
+    """The `completion SHELL` and `help` subcommands every argparse-subcommand tool has:
+    their exit status when one was given, else None."""
+    if args.subcommand == "completion":
+        return print_completion(parser, args.shell)
+    if args.subcommand == "help":
+        parser.print_help()
+        return EXIT_OK
+    return None
+
+
 def print_completion(parser: argparse.ArgumentParser, shell: str) -> int:
     from gflow.cli.completion import generate
     if shell not in COMPLETION_SHELLS:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # typing costs import time; annotations are strings here
 from gflow.cli import render
 from gflow.cli.common import (
     Parser, add_completion_parser, add_config_arg, add_verbosity, add_version, client_for,
-    guarded, print_completion,
+    guarded, builtin_subcommand,
 )
 
 
@@ -59,11 +59,9 @@ def rows_for(info: dict, jobs: list[dict]) -> list[list[str]]:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.subcommand == "completion":
-        return print_completion(parser, args.shell)
-    if args.subcommand == "help":
-        parser.print_help()
-        return 0
+    done = builtin_subcommand(parser, args)
+    if done is not None:
+        return done
     client = client_for(args)
     info = client.call("GET", "/info")
     if not info.get("gpus"):

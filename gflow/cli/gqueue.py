@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # typing costs import time; annotations are strings here
 from gflow.cli import render
 from gflow.cli.common import (
     CommandError, Parser, add_completion_parser, add_config_arg, add_version, client_for,
-    current_user, guarded, parse_since, print_completion,
+    current_user, guarded, parse_since, builtin_subcommand,
 )
 
 DEFAULT_FORMAT = "JOBID,NAME,ST,TIME,NODES,NODELIST(REASON)"
@@ -421,11 +421,9 @@ def output(jobs: list[dict], args, colour: bool, fmt: Optional[str] = None,
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.subcommand == "completion":
-        return print_completion(parser, args.shell)
-    if args.subcommand == "help":
-        parser.print_help()
-        return 0
+    done = builtin_subcommand(parser, args)
+    if done is not None:
+        return done
     if args.completed and args.all:
         parser.error("argument -c/--completed: not allowed with argument -a/--all")
     if args.completed and args.states is not None:

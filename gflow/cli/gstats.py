@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # typing costs import time; annotations are strings here
 from gflow.cli import render
 from gflow.cli.common import (
     CommandError, Parser, add_completion_parser, add_config_arg, add_version, client_for,
-    current_user, guarded, parse_since, print_completion,
+    current_user, guarded, parse_since, builtin_subcommand,
 )
 
 OUTPUTS = ("table", "json", "csv")
@@ -154,11 +154,9 @@ def render_table(stats: dict, colour: bool) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.subcommand == "completion":
-        return print_completion(parser, args.shell)
-    if args.subcommand == "help":
-        parser.print_help()
-        return 0
+    done = builtin_subcommand(parser, args)
+    if done is not None:
+        return done
     fmt = args.output.strip().lower()
     if fmt not in OUTPUTS:
         raise CommandError(f"Invalid output format '{args.output}'. Valid options: "
