@@ -85,11 +85,14 @@ def add_verbosity(parser: argparse.ArgumentParser, sub: bool = False) -> None:
                         help="less output (accepted for compatibility)")
 
 
-def add_completion_parser(sub) -> None:
+def add_completion_parser(sub, *, with_help: bool = True) -> None:
+    """The `completion SHELL` subcommand (and, unless told otherwise, `help`)."""
     p = sub.add_parser("completion", help="print a shell completion script",
                        description="Print a completion script for bash, zsh or fish.")
     p.add_argument("shell", metavar="SHELL", choices=COMPLETION_SHELLS,
                    help="bash, zsh or fish")
+    if with_help:
+        sub.add_parser("help", help="print this help")
 
 
 COMPLETION_SHELLS = ("bash", "zsh", "fish", "tcsh")
@@ -111,12 +114,15 @@ def special_command(parser: argparse.ArgumentParser, argv: list[str]) -> Optiona
     return None
 
 
-def builtin_subcommand(parser: argparse.ArgumentParser, args) -> Optional[int]:
-    """The `completion SHELL` and `help` subcommands every argparse-subcommand tool has:
-    their exit status when one was given, else None."""
-    if args.subcommand == "completion":
+def builtin_subcommand(parser: argparse.ArgumentParser, args,
+                       name: Optional[str] = None) -> Optional[int]:
+    """The `completion SHELL` and `help` subcommands every argparse-subcommand tool has
+    (`name`: the subcommand given, by default `args.subcommand`): their exit status when
+    one was given, else None."""
+    name = args.subcommand if name is None else name
+    if name == "completion":
         return print_completion(parser, args.shell)
-    if args.subcommand == "help":
+    if name == "help":
         parser.print_help()
         return EXIT_OK
     return None

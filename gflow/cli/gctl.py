@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # typing costs import time; annotations are strings here
 from gflow.cli import render
 from gflow.cli.common import (
     EXIT_USAGE, CommandError, Parser, add_completion_parser, add_config_arg, add_version, api_text,
-    client_for, current_user, guarded, load_config, parse_value, print_completion, u32,
+    client_for, current_user, guarded, load_config, parse_value, builtin_subcommand, u32,
 )
 
 WIDTH = 80
@@ -83,7 +83,6 @@ def build_parser() -> argparse.ArgumentParser:
     cc.add_argument("id", type=u32, metavar="ID")
 
     add_completion_parser(sub)
-    sub.add_parser("help", help="print this help")
     return p
 
 
@@ -469,11 +468,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.cmd is None:
         parser.print_help(sys.stderr)
         return 2
-    if args.cmd == "completion":
-        return print_completion(parser, args.shell)
-    if args.cmd == "help":
-        parser.print_help()
-        return 0
+    done = builtin_subcommand(parser, args, args.cmd)
+    if done is not None:
+        return done
     if args.cmd == "reserve":
         if args.reserve_cmd is None:
             parser.reserve_parser.print_help(sys.stderr)

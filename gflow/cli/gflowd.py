@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_parser("show", help="print the unit that install would write",
                        parents=[common])
     from gflow.cli.common import add_completion_parser
-    add_completion_parser(sub)
+    add_completion_parser(sub, with_help=False)
     return p
 
 

@@ -27,7 +27,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_version(p, "ginfo")
     sub = p.add_subparsers(dest="subcommand", metavar="COMMAND")
     add_completion_parser(sub)
-    sub.add_parser("help", help="print this help")
     return p
 
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # typing costs import time; annotations are strings here
 from gflow.cli import render
 from gflow.cli.common import (
     EXIT_USAGE, CommandError, Parser, add_completion_parser, add_config_arg, add_verbosity,
-    add_version, api_text, client_for, current_user, guarded, print_completion, priority_type,
+    add_version, api_text, client_for, current_user, guarded, builtin_subcommand, priority_type,
     u32,
 )
 
@@ -134,7 +134,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-a", "--all", action="store_true", help="all sessions")
 
     add_completion_parser(sub)
-    sub.add_parser("help", help="print this help")
     return p
 
 
@@ -619,11 +618,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     if cmd is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    if cmd == "completion":
-        return print_completion(parser, args.shell)
-    if cmd == "help":
-        parser.print_help()
-        return 0
+    done = builtin_subcommand(parser, args, cmd)
+    if done is not None:
+        return done
     if cmd == "close-sessions":
         return cmd_close_sessions(None, args)
     client = client_for(args)

@@ -39,7 +39,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_version(p, "gstats")
     sub = p.add_subparsers(dest="subcommand", metavar="COMMAND")
     add_completion_parser(sub)
-    sub.add_parser("help", help="print this help")
     return p
 
 
