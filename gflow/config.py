@@ -20,7 +20,8 @@ from gflow.paths import Paths
 
 __all__ = [
     "DaemonConfig", "SchedulerConfig", "LauncherConfig", "ApiConfig", "ProjectsConfig",
-    "WebhookConfig", "NotificationsConfig", "ShellConfig", "LoggingConfig", "Config",
+    "WebhookConfig", "NotificationsConfig", "ShellConfig", "LoggingConfig", "SecurityConfig",
+    "Config",
     "load_config", "config_keys", "ENV_VARS", "WEBHOOK_EVENTS", "LOG_LEVELS",
 ]
 
@@ -45,6 +46,9 @@ class DaemonConfig:
     gpus: Optional[tuple[int, ...]] = None          # allow-list; None = all detected GPUs
     gpu_allocation_strategy: str = "sequential"     # "sequential" | "random"
     gpu_poll_interval_secs: float = 10.0            # ours
+    # The Unix socket beside the TCP port (ours): None = the default place
+    # (Paths.daemon_socket), "" = none.
+    socket: Optional[str] = None
 
     @property
     def base_url(self) -> str:
@@ -120,6 +124,22 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    """Who may do what (ours; 0.4.13 trusts whatever user name a request carries)."""
+
+    anonymous: str = "read"                         # "read" | "none"
+    admins: tuple[str, ...] = ()                    # user names with every right
+    admin_group: Optional[str] = None               # members are admins too
+    private_logs: bool = False                      # logs readable by owner/admins only
+    run_as: str = "submitter"                       # "submitter" | "daemon"
+    # Host header values accepted beyond this daemon's own names (deliberate remote use);
+    # "*" accepts any.
+    allowed_hosts: tuple[str, ...] = ()
+    # Origins (scheme://host:port) whose pages may send requests, beyond this daemon's own.
+    allowed_origins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     timezone: Optional[str] = None                  # IANA name; None = local time
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
@@ -130,6 +150,7 @@ class Config:
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     shell: ShellConfig = field(default_factory=ShellConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     source: Optional[Path] = None                   # the file that was read, if any
     warnings: tuple[str, ...] = ()
 
@@ -287,6 +308,27 @@ def _events(v: Any, key: str, source: str) -> tuple[str, ...]:
     return events
 
 
+def _choice(*allowed: str) -> Validator:
+    def check(v: Any, key: str, source: str) -> str:
+        if not isinstance(v, str) or v.strip().lower() not in allowed:
+            raise _bad(key, " or ".join(f'"{a}"' for a in allowed), v, source)
+        return v.strip().lower()
+    return check
+
+
+def _optional_name(v: Any, key: str, source: str) -> Optional[str]:
+    if not isinstance(v, str):
+        raise _bad(key, "a group name", v, source)
+    return v.strip() or None
+
+
+def _socket_path(v: Any, key: str, source: str) -> str:
+    """An absolute path, or "" for no Unix socket."""
+    if not isinstance(v, str) or (v.strip() and not os.path.isabs(v.strip())):
+        raise _bad(key, 'an absolute path or "" (no socket)', v, source)
+    return v.strip()
+
+
 def _url(v: Any, key: str, source: str) -> str:
     if not isinstance(v, str) or not v.strip().lower().startswith(("http://", "https://")):
         raise _bad(key, "an http:// or https:// URL", v, source)
@@ -298,7 +340,7 @@ def _url(v: Any, key: str, source: str) -> str:
 _SECTIONS: dict[str, type] = {
     "daemon": DaemonConfig, "scheduler": SchedulerConfig, "launcher": LauncherConfig,
     "api": ApiConfig, "projects": ProjectsConfig, "notifications": NotificationsConfig,
-    "shell": ShellConfig, "logging": LoggingConfig,
+    "shell": ShellConfig, "logging": LoggingConfig, "security": SecurityConfig,
 }
 
 _SCHEMA: dict[str, Validator] = {
@@ -308,6 +350,7 @@ _SCHEMA: dict[str, Validator] = {
     "daemon.gpus": _gpus,
     "daemon.gpu_allocation_strategy": _strategy,
     "daemon.gpu_poll_interval_secs": _number(0, strict=True),
+    "daemon.socket": _socket_path,
     "scheduler.starvation_secs": _number(0, strict=True),
     "scheduler.periodic_pass_secs": _number(0, strict=True),
     "scheduler.snapshot_wal_bytes": _int(1024),
@@ -325,6 +368,13 @@ _SCHEMA: dict[str, Validator] = {
     "logging.level": _log_level,
     "logging.max_bytes": _int(0),
     "logging.backups": _int(0),
+    "security.anonymous": _choice("read", "none"),
+    "security.admins": _str_list,
+    "security.admin_group": _optional_name,
+    "security.private_logs": _bool,
+    "security.run_as": _choice("submitter", "daemon"),
+    "security.allowed_hosts": _str_list,
+    "security.allowed_origins": _str_list,
 }
 
 _WEBHOOK_SCHEMA: dict[str, Validator] = {
@@ -345,6 +395,8 @@ ENV_VARS: dict[str, str] = {
     "GFLOW_DAEMON_GPUS": "daemon.gpus",
     "GFLOW_DAEMON_GPU_ALLOCATION_STRATEGY": "daemon.gpu_allocation_strategy",
     "GFLOW_TIMEZONE": "timezone",
+    "GFLOW_DAEMON_SOCKET": "daemon.socket",
+    "GFLOW_RUN_AS": "security.run_as",
 }
 
 

@@ -8,7 +8,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional
 
-__all__ = ["Paths"]
+__all__ = ["Paths", "SYSTEM_RUNTIME_DIR", "DEFAULT_PORT", "socket_name"]
+
+DEFAULT_PORT = 59000
+# Where the system service (contrib/systemd/gflowd-system.service) puts its socket;
+# clients of every account look there too, so nobody has to configure anything.
+SYSTEM_RUNTIME_DIR = Path("/run/gflow")
+
+
+def socket_name(port: int) -> str:
+    """`gflowd.sock` for the default port; a daemon on another port has its own name, so
+    a client never reaches a daemon other than the one its port names."""
+    return "gflowd.sock" if port == DEFAULT_PORT else f"gflowd-{int(port)}.sock"
 
 
 def _home(env: Mapping[str, str]) -> Path:
@@ -36,6 +47,7 @@ class Paths:
     config_dir: Path
     data_dir: Path
     state_dir: Path
+    runtime_dir: Optional[Path] = None              # $XDG_RUNTIME_DIR/gflow when set
 
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "Paths":
@@ -45,6 +57,8 @@ class Paths:
             config_dir=_xdg(env, "XDG_CONFIG_HOME", home, ".config") / "gflow",
             data_dir=_xdg(env, "XDG_DATA_HOME", home, ".local/share") / "gflow",
             state_dir=_xdg(env, "XDG_STATE_HOME", home, ".local/state") / "gflow",
+            runtime_dir=(Path(env["XDG_RUNTIME_DIR"]) / "gflow"
+                         if os.path.isabs(env.get("XDG_RUNTIME_DIR") or "") else None),
         )
 
     # --- config ------------------------------------------------------------------------
@@ -97,6 +111,15 @@ class Paths:
 
     def job_pidfile(self, job_id: int) -> Path:
         return self.logs_dir / f"{int(job_id)}.pid"
+
+    # --- sockets -------------------------------------------------------------------------
+    def daemon_socket(self, port: int) -> Path:
+        """Where this account's daemon on `port` listens when no socket is configured."""
+        return (self.runtime_dir or self.data_dir) / socket_name(port)
+
+    def client_sockets(self, port: int) -> list[Path]:
+        """Where a client looks for the daemon on `port`: this account's, then the system's."""
+        return [self.daemon_socket(port), SYSTEM_RUNTIME_DIR / socket_name(port)]
 
     # --- state ---------------------------------------------------------------------------
     @property
