@@ -114,9 +114,10 @@ def test_version_and_help():
 def test_the_shell_stays_in_the_client_layer():
     """DESIGN.md §3: importing and running the shell pulls in no server-side module."""
     import subprocess
-    code = ("import sys, gflow.shell, gflow.shell_app, gflow.shell_complete, "
-            "gflow.shell_transcript\n"
-            "from gflow.shell_app import GflowShell, TOOLS\n"
+    code = ("import sys, gflow.shell, gflow.shell.app, gflow.shell.commands, "
+            "gflow.shell.complete, gflow.shell.streams, gflow.shell.transcript\n"
+            "from gflow.shell.app import GflowShell\n"
+            "from gflow.shell.commands import TOOLS\n"
             "import io\n"
             "sh = GflowShell(stdin=io.StringIO(), stdout=io.StringIO())\n"
             "for t in TOOLS: sh.tool_parser(t)\n"
@@ -137,8 +138,8 @@ def test_completion_values_come_from_the_daemon(daemon):
     from dataclasses import replace
 
     from gflow.config import Config
-    from gflow.shell_app import GflowShell
-    from gflow.shell_complete import GPU, HELD_JOB, JOB, QUEUED_JOB, RESERVATION, USER
+    from gflow.shell.app import GflowShell
+    from gflow.shell.complete import GPU, HELD_JOB, JOB, QUEUED_JOB, RESERVATION, USER
 
     daemon.ok("gbatch", "--name", "done", "true")
     daemon.wait_state(1, "Finished")

@@ -1,7 +1,7 @@
 """gflow-shell transcripts (tests/e2e/transcripts/*.txt), each against a fresh daemon.
 
 Each transcript runs as `gflow-shell --transcript FILE` (the installed command, in a
-subprocess), so ids start at 1. Format and matching rules: gflow/shell_transcript.py.
+subprocess), so ids start at 1. Format and matching rules: gflow/shell/transcript.py.
 """
 
 from __future__ import annotations

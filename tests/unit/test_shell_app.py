@@ -12,11 +12,12 @@ import pytest
 from conftest import free_port
 from gflow.client import CONNECT_HELP
 from gflow.config import Config, ShellConfig
-from gflow.shell_app import (
-    CATEGORY_ORDER, SHELL_COMMANDS, SHORTCUTS_TABLE, TOOLS, GflowShell, _StderrLines,
-    _tool_stdout, parse_target,
+from gflow.shell.app import GflowShell
+from gflow.shell.commands import (
+    CATEGORY_ORDER, SHELL_COMMANDS, SHORTCUTS_TABLE, TOOLS, parse_target,
 )
-from gflow.shell_complete import GPU, HELD_JOB, JOB, QUEUED_JOB, RESERVATION, Candidate
+from gflow.shell.complete import GPU, HELD_JOB, JOB, QUEUED_JOB, RESERVATION, Candidate
+from gflow.shell.streams import _StderrLines, _tool_stdout
 
 
 @pytest.fixture
@@ -226,7 +227,7 @@ def test_tool_stdout_gets_a_byte_layer_only_when_missing():
 
 
 def test_semicolons_separate_commands_outside_quotes(env, capsys):
-    from gflow.shell_app import split_commands
+    from gflow.shell.app import split_commands
     assert split_commands("q -a; status") == ["q -a", "status"]
     assert split_commands("gbatch bash -c 'a; b'; q") == ["gbatch bash -c 'a; b'", "q"]
     assert split_commands('echo "x;y" \\; z;;') == ['echo "x;y" \\; z']

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from gflow.shell_complete import (
+from gflow.shell.complete import (
     GPU, HELD_JOB, JOB, PATH, QUEUED_JOB, RESERVATION, USER, Candidate, analyse,
     complete_args, value_kind,
 )

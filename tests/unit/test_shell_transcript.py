@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gflow.shell_transcript import (
+from gflow.shell.transcript import (
     block_matches, line_matches, parse_transcript, run_transcript, substitute,
 )
 

@@ -3,11 +3,13 @@
     gflow-shell                          interactive, with completion and history
     gflow-shell 'gqueue -a' quit         run commands given as arguments, then quit
     echo 'gqueue -a' | gflow-shell       run commands read from stdin
-    gflow-shell --transcript FILE...     check transcripts (see gflow.shell_transcript)
+    gflow-shell --transcript FILE...     check transcripts (see gflow.shell.transcript)
 
-The application itself is gflow.shell_app (cmd2); this module reads the options and the
+The application itself is gflow.shell.app (cmd2); this module reads the options and the
 configuration (the `[shell]` section: prompt, refresh_secs, aliases), finds the history
-file and the start-up script (~/.config/gflow/shellrc), and runs it.
+file and the start-up script (~/.config/gflow/shellrc), and runs it. It stays light (no
+cmd2 at import): the console script and `python -m gflow.shell` (__main__.py) import it,
+and so does every import of a submodule.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def _load_config(path: Optional[str]):
     (a command-line choice beats the environment), as `use FILE` does."""
     from gflow.config import load_config
     from gflow.errors import ConfigError
-    from gflow.shell_app import load_target_config
+    from gflow.shell.commands import load_target_config
     try:
         config = load_config() if path is None else load_target_config(path)
     except ConfigError as exc:
@@ -77,7 +79,8 @@ def make_shell(*, config_path: Optional[str] = None, daemon: Optional[str] = Non
                interactive: Optional[bool] = None):
     """Build the shell as `gflow-shell` would (tests use this in process)."""
     from gflow.paths import Paths
-    from gflow.shell_app import GflowShell, parse_target
+    from gflow.shell.app import GflowShell
+    from gflow.shell.commands import parse_target
 
     config = _load_config(config_path)
     if config_path is not None:
@@ -116,7 +119,7 @@ def make_shell(*, config_path: Optional[str] = None, daemon: Optional[str] = Non
 
 
 def _run_transcripts(files, args) -> int:
-    from gflow.shell_transcript import run_transcript
+    from gflow.shell.transcript import run_transcript
     failed = 0
     variables = dict(os.environ)        # before any `use` in a transcript changes it
     for name in files:
@@ -162,6 +165,3 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())
