@@ -1,0 +1,68 @@
+"""File primitives shared by the WAL, snapshot and journal: full writes, fsyncs, copies aside."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from gflow.errors import StoreError
+
+# Store.fault's hook, bound: check_fault(op, path) raises the OSError a test injects.
+FaultCheck = Callable[[str, Path], None]
+
+
+def pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    """pwrite until every byte is written (pwrite may write fewer than asked)."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
+def fsync_dir(directory: Path) -> None:
+    """fsync a directory, so that a file created or renamed in it survives a crash."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, op: str, *, fsync: bool,
+                 check_fault: FaultCheck) -> None:
+    """Replace `path` with `data` via a temp file and rename; StoreError on failure."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        check_fault(op, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # a leftover temp file may have other bits
+            pwrite_all(fd, data, 0)
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        if fsync:
+            fsync_dir(path.parent)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise StoreError(f"cannot write {path}: {e.strerror or e}") from e
+
+
+def copy_aside(path: Path, kind: str) -> Optional[str]:
+    """Copy `path` to `<name>.<kind>.<secs>` (mode 0600); its path, or None if that failed."""
+    dst = path.with_name(f"{path.name}.{kind}.{int(time.time())}")
+    try:
+        shutil.copyfile(path, dst)
+        os.chmod(dst, 0o600)
+    except OSError:
+        return None
+    return str(dst)

@@ -1,0 +1,157 @@
+"""The Store: one data dir's durable state, tying snapshot codec, WAL and recovery mode together."""
+
+# Files in the data dir (spec/api.md §8.1, DESIGN.md §2 and §6):
+#   state.msgpack          snapshot in 0.4.13's exact layout (version 4) + our extra keys
+#   state.msgpack.tmp      temp file of the atomic snapshot write
+#   state.json             legacy snapshot; read when state.msgpack is absent, never written
+#   state.wal              our write-ahead log: every record since the last snapshot
+#   state.journal.jsonl    0.4.13's recovery journal (one JSON line, kind "snapshot")
+# snapshot.py owns the first three, wal.py the WAL, recovery.py the journal and the
+# copies aside; this class decides which of them a load or a write touches.
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional
+
+from gflow.errors import StoreError
+from gflow.store import recovery
+from gflow.store.fileio import atomic_write
+from gflow.store.recovery import JOURNAL_NAME, encode_journal
+from gflow.store.snapshot import (
+    LEGACY_NAME, SNAPSHOT_NAME, StoreState, encode_snapshot, next_reservation_id,
+)
+from gflow.store.wal import WAL_NAME, WriteAheadLog
+
+
+class Store:
+    """Owns the files of one data dir. Single writer: the scheduler process.
+
+    Usage: `state = store.load()`; per mutation `store.append(record)`; per batch of
+    mutations `store.commit()` (one fsync) before replying; `store.snapshot(state)`
+    when `wal_bytes` grows (or at shutdown).
+    """
+
+    def __init__(self, data_dir: Path, *, fsync: bool = True):
+        self.data_dir = Path(data_dir)
+        # Fault injection for tests: fault(op, path) is called before every write; an
+        # exception instance it returns is raised as if the OS had raised it. ops:
+        # "wal", "wal-truncate", "snapshot", "journal", "journal-truncate", "journal-probe".
+        self.fault: Optional[Callable[[str, Path], Optional[BaseException]]] = None
+        self.mode = "normal"
+        self._wal = WriteAheadLog(self.wal_path, fsync=fsync, check_fault=self._check_fault)
+
+    # The WAL holds the one copy of the flag, so that setting store.fsync reaches it too.
+    @property
+    def fsync(self) -> bool:
+        return self._wal.fsync
+
+    @fsync.setter
+    def fsync(self, value: bool) -> None:
+        self._wal.fsync = value
+
+    # paths
+    @property
+    def snapshot_path(self) -> Path:
+        return self.data_dir / SNAPSHOT_NAME
+
+    @property
+    def legacy_path(self) -> Path:
+        return self.data_dir / LEGACY_NAME
+
+    @property
+    def wal_path(self) -> Path:
+        return self.data_dir / WAL_NAME
+
+    @property
+    def journal_path(self) -> Path:
+        return self.data_dir / JOURNAL_NAME
+
+    @property
+    def wal_bytes(self) -> int:
+        """Committed WAL size: the caller snapshots when it grows past its threshold."""
+        return self._wal.size
+
+    # --- load ---
+
+    def load(self) -> StoreState:
+        """State file (or legacy state.json), then the journal rule, then the WAL.
+
+        Never raises for bad content: an unreadable or too-new state file puts the
+        returned state in recovery mode ("journal", or "read_only" when the journal
+        cannot be written) with 0.4.13's detail text, and the file is left untouched.
+        """
+        self._ensure_dir()
+        self._wal.close()
+        notes: list[str] = []
+        st, salvaged = recovery.load_state_file(self.data_dir)
+        if recovery.journal_applies(self.data_dir):
+            recovery.merge_journal(self.data_dir, st, notes)
+        self._wal.replay(st, notes)
+        # Ids are never reused: above every job seen anywhere, never 0.4.13's 2e9.
+        st.next_job_id = max([st.next_job_id, salvaged + 1] + [i + 1 for i in st.jobs])
+        st.next_reservation_id = next_reservation_id(st)
+        if st.mode == "journal":
+            err = recovery.probe_journal(self.journal_path, self._check_fault)
+            if err is not None:
+                st.mode, st.journal_error = "read_only", err
+        else:
+            recovery.create_empty_journal(self.journal_path)
+        st.replay_note = "; ".join(notes) or None
+        self.mode = st.mode
+        return st
+
+    def _ensure_dir(self) -> None:
+        try:
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create {self.data_dir}: {e.strerror or e}") from e
+
+    # --- write side ---
+
+    def _check_fault(self, op: str, path: Path) -> None:
+        if self.fault is not None:
+            exc = self.fault(op, path)
+            if exc is not None:
+                raise exc
+
+    def append(self, record: dict) -> None:
+        """Buffer one WAL record; it is durable only after commit() returns."""
+        self._wal.append(record)
+
+    def commit(self) -> None:
+        """Write every buffered record, then one fsync (group commit).
+
+        On failure raises StoreError and keeps the records buffered: a later commit
+        rewrites them from the same offset, so a half-written frame never survives.
+        """
+        if not self._wal.pending:
+            return
+        if self.mode == "read_only":
+            raise StoreError(f"state is read-only: {self.journal_path} cannot be written")
+        self._wal.commit()
+
+    def snapshot(self, state: StoreState) -> None:
+        """Write the whole state atomically, then empty the WAL (and a merged journal).
+
+        In journal (recovery) mode the journal line is written instead and state.msgpack
+        is never touched. Buffered, uncommitted records stay buffered (they are upserts,
+        so replaying them on top of this snapshot changes nothing).
+        """
+        if self.mode == "read_only":
+            raise StoreError(f"state is read-only: {self.journal_path} cannot be written")
+        if self.mode == "journal":
+            atomic_write(self.journal_path, encode_journal(state, self.data_dir), "journal",
+                         fsync=self.fsync, check_fault=self._check_fault)
+        else:
+            atomic_write(self.snapshot_path, encode_snapshot(state, self.data_dir),
+                         "snapshot", fsync=self.fsync, check_fault=self._check_fault)
+            # The journal goes before the WAL: if we die in between, the WAL still holds
+            # every change since the journal was written, so replay repairs the merge.
+            recovery.truncate_journal(self.journal_path, fsync=self.fsync,
+                                      check_fault=self._check_fault)
+        self._wal.truncate()
+
+    def close(self) -> None:
+        """Release the WAL file; records not yet committed are dropped (never acknowledged)."""
+        self._wal.close()
