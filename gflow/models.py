@@ -188,6 +188,7 @@ class Job:
     exit_code: Optional[int] = None
     reason_detail: Optional[str] = None
     env: Optional[dict] = None
+    umask: Optional[int] = None                     # the submitter's; None = 022
 
     def all_dependencies(self) -> list[int]:
         """`depends_on_ids` plus the legacy `depends_on` when it is not already listed."""
@@ -250,6 +251,7 @@ def job_to_wire(job: Job, *, with_env: bool = False) -> dict:
     }
     if with_env:
         out["env"] = job.env
+        out["umask"] = job.umask
     return out
 
 
@@ -367,6 +369,7 @@ _FIELD_CHECKS = {
                   else _str("exit_code")(v), True),
     "reason_detail": (_str("reason_detail"), True),
     "env": (_env, True),
+    "umask": (_u("umask", 0o777), True),
 }
 
 
