@@ -1,0 +1,55 @@
+"""How route handlers reach the scheduler and encode its replies (and API errors) as responses."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Response, current_app
+
+JSON = "application/json"
+TEXT = "text/plain; charset=utf-8"
+
+
+class ApiError(Exception):
+    """Raised by a handler to answer `status` with `body`; create_app's handler encodes it."""
+
+    def __init__(self, status: int, body: Any, text: bool = False):
+        super().__init__(status, body)
+        self.status, self.body, self.text = status, body, text
+
+
+def respond(status: int, body: Any = None, *, text: bool = False) -> Response:
+    """JSON (pre-encoded bytes pass through untouched) or, for reservation routes, text."""
+    if text:
+        if isinstance(body, dict) and "error" in body:
+            body = body["error"]
+        return Response("" if body is None else str(body), status=status, mimetype=None,
+                        content_type=TEXT if body is not None else None)
+    if isinstance(body, (bytes, bytearray)):
+        data = bytes(body)
+    else:
+        data = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    return Response(data, status=status, content_type=JSON)
+
+
+def empty(status: int) -> Response:
+    return Response(b"", status=status)
+
+
+def text_reply(status: int, body: Any) -> Response:
+    """Reservation routes answer errors in plain text, as 0.4.13 does."""
+    if status >= 400:
+        return respond(status, body, text=True)
+    if body is None:
+        return Response(b"", status=status)
+    return respond(status, body)
+
+
+def ask(op: str, payload: Any = None) -> tuple[int, Any]:
+    """The scheduler's (status, body) for one op; an unreachable scheduler is a 503."""
+    bridge = current_app.config["BRIDGE"]
+    try:
+        return bridge.request(op, payload)
+    except bridge.Unavailable as exc:
+        raise ApiError(503, {"error": f"scheduler unavailable: {exc}"})
