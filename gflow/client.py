@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from typing import Any, Optional
 from urllib.parse import quote, urlencode
@@ -25,6 +26,10 @@ class ApiError(Exception):
         self.body = body
 
 
+class Untrusted(ConnectionFailed):
+    """The process on the other end is not the daemon this client trusts."""
+
+
 class _Disconnected(Exception):
     """The server closed a kept-alive connection before answering."""
 
@@ -36,10 +41,39 @@ class _HttpConnection:
     costs none beyond socket.
     """
 
-    def __init__(self, host: str, port: int, timeout: Optional[float]):
+    def __init__(self, host: str, port: int, timeout: Optional[float],
+                 unix_socket: Optional[str] = None, trusted_users: tuple = ()):
         self.host, self.port, self.timeout = host, port, timeout
+        self.unix_socket = unix_socket
+        self.trusted_users = trusted_users
         self.sock: Optional[socket.socket] = None
         self.reader = None
+
+    def _connect(self) -> socket.socket:
+        from gflow import identity
+        if self.unix_socket:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            try:
+                identity.unix_call(sock, "connect", self.unix_socket)
+                owner = identity.unix_peer_uid(sock)
+            except BaseException:
+                sock.close()
+                raise
+            where = self.unix_socket
+        else:
+            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # The kernel lists the owner of the daemon's end of this very connection;
+            # a remote daemon cannot be checked this way (and is what its user chose).
+            owner = identity.tcp_peer_uid(sock.getpeername(), sock.getsockname())
+            where = f"{self.host}:{self.port}"
+        try:
+            _check_owner(owner, where, self.trusted_users)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def close(self) -> None:
         if self.sock is not None:
@@ -52,10 +86,12 @@ class _HttpConnection:
     def request(self, method: str, path: str, data: Optional[bytes],
                 headers: dict) -> tuple[int, dict, bytes]:
         if self.sock is None:
-            self.sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock = self._connect()
             self.reader = self.sock.makefile("rb")
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.unix_socket:
+            host = "localhost"
+        else:
+            host = f"[{self.host}]" if ":" in self.host else self.host
         lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{self.port}"]
         lines += [f"{k}: {v}" for k, v in headers.items()]
         lines.append(f"Content-Length: {len(data or b'')}")
@@ -100,16 +136,82 @@ class _HttpConnection:
         return status, resp_headers, body
 
 
+def _check_owner(uid: Optional[int], where: str, trusted_users: tuple) -> None:
+    """Refuse a daemon run by an account other than root, this user or a trusted one.
+
+    With the daemon down, anyone may listen on its port or path; a submission (with its
+    environment) must not reach them.
+    """
+    if uid is None or uid == 0 or uid == os.getuid():
+        return
+    import pwd
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = f"uid {uid}"
+    if name in trusted_users:
+        return
+    raise Untrusted(f"refusing to talk to {where}: it is served by {name}, not by root or "
+                    "you (if your gflowd runs under that account, set [daemon] user = "
+                    f'"{name}" or GFLOW_DAEMON_USER={name})')
+
+
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "ip6-localhost")
+
+
+def find_socket(host: str, port: int, configured: Optional[str],
+                env=None) -> Optional[str]:
+    """The Unix socket of the daemon at host:port, when it is on this machine and has one.
+
+    `configured` is [daemon] socket / GFLOW_DAEMON_SOCKET: a path, "" for none, or None
+    for the default places (this account's runtime or data directory, then the system
+    service's /run/gflow).
+    """
+    if configured is not None:
+        return configured if configured and os.path.exists(configured) else None
+    if host not in LOCAL_HOSTS and not host.startswith("127."):
+        return None
+    from gflow.paths import Paths
+    for path in Paths.from_env(env).client_sockets(port):
+        if os.path.exists(path):
+            return str(path)
+    return None
+
+
 class Client:
-    def __init__(self, host: str = "localhost", port: int = 59000, timeout: Optional[float] = 60):
+    def __init__(self, host: str = "localhost", port: int = 59000,
+                 timeout: Optional[float] = 60, *, unix_socket: Optional[str] = None,
+                 trusted_users: tuple = ()):
         self.host = host
         self.port = port
         self.timeout = timeout
+        self.unix_socket = unix_socket
+        self.trusted_users = tuple(trusted_users)
         self._conn: Optional[_HttpConnection] = None
 
     @classmethod
-    def from_config(cls, config) -> "Client":
-        return cls(config.daemon.host, config.daemon.port)
+    def from_config(cls, config, timeout: Optional[float] = 60) -> "Client":
+        """Over the daemon's Unix socket when it is local and has one, else over TCP."""
+        daemon = config.daemon
+        return cls(daemon.host, daemon.port, timeout,
+                   unix_socket=find_socket(daemon.host, daemon.port, daemon.socket),
+                   trusted_users=(daemon.user,) if daemon.user else ())
+
+    @classmethod
+    def from_env(cls, host: str, port: int, env=None,
+                 timeout: Optional[float] = 60) -> "Client":
+        """Like from_config when there is no config file: the environment's
+        GFLOW_DAEMON_SOCKET and GFLOW_DAEMON_USER (the config module is not loaded)."""
+        env = os.environ if env is None else env
+        configured = env.get("GFLOW_DAEMON_SOCKET")
+        configured = configured.strip() if configured is not None else None
+        user = (env.get("GFLOW_DAEMON_USER") or "").strip()
+        return cls(host, port, timeout, unix_socket=find_socket(host, port, configured, env),
+                   trusted_users=(user,) if user else ())
+
+    @property
+    def address(self) -> str:
+        return self.unix_socket or f"{self.host}:{self.port}"
 
     def close(self) -> None:
         if self._conn is not None:
@@ -130,7 +232,8 @@ class Client:
             headers["content-type"] = "application/json"
         for attempt in (0, 1):
             if self._conn is None:
-                self._conn = _HttpConnection(self.host, self.port, self.timeout)
+                self._conn = _HttpConnection(self.host, self.port, self.timeout,
+                                             self.unix_socket, self.trusted_users)
             try:
                 status, resp_headers, raw = self._conn.request(method, path, data, headers)
                 break

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 __all__ = ["Caller", "ANONYMOUS", "caller_for_uid", "unix_peer_uid", "tcp_peer_uid",
-           "listener_uid", "is_loopback"]
+           "listener_uid", "is_loopback", "unix_call", "SUN_PATH_MAX"]
 
 PROC_NET = "/proc/net"
+SUN_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
 TCP_LISTEN = "0A"
 
 
@@ -176,3 +177,20 @@ def listener_uid(host: str, port: int) -> Optional[int]:
             if loc == local and state == TCP_LISTEN:
                 return int(uid)
     return None
+
+
+def unix_call(sock: socket.socket, method: str, path) -> None:
+    """`sock.bind(path)` or `sock.connect(path)` for a Unix socket path of any length.
+
+    sun_path holds 107 bytes and temporary homes are often longer: a long path is
+    reached through /proc/self/fd/<fd of its directory>, which the kernel resolves.
+    """
+    path = os.fspath(path)
+    if len(os.fsencode(path)) <= SUN_PATH_MAX:
+        getattr(sock, method)(path)
+        return
+    dirfd = os.open(os.path.dirname(path) or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        getattr(sock, method)(f"/proc/self/fd/{dirfd}/{os.path.basename(path)}")
+    finally:
+        os.close(dirfd)

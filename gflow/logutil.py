@@ -13,6 +13,8 @@ How the daemon log is written (DESIGN.md §6, docs/operations.md):
   `gflowd up`), the handler moves fd 1 and 2 along with it on reopen, and a thread checks
   every 2 s even when the process logs nothing, so tracebacks, faulthandler dumps and
   stray prints follow the rotation too.
+- Every record is one line of printable text (SafeFormatter): control characters in a
+  message, which may quote fields a submitter chose, are written as `\\xNN`.
 
 Stdlib only: clients import it only when GFLOW_LOG or RUST_LOG is set.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import re
 import sys
 import time
 from typing import Mapping, Optional
@@ -36,6 +39,40 @@ NAMES = {"off": logging.CRITICAL + 10, "critical": logging.CRITICAL, "error": lo
          "debug": logging.DEBUG, "trace": TRACE}
 LOG_FORMAT = "%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"
 CLIENT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+# Control characters (C0, DEL, C1) in a record, shown as `\xNN` like gflow.cli.render.safe
+# (the daemon may not import the clients, hence a second copy of the rule).
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def escape_controls(text: str, keep: str = "") -> str:
+    """`text` with every control character except those in `keep` written as `\\xNN`."""
+    if text.isprintable():
+        return text
+    return _CONTROL_RE.sub(
+        lambda m: m.group() if m.group() in keep else f"\\x{ord(m.group()):02x}", text)
+
+
+class SafeFormatter(logging.Formatter):
+    """A Formatter that writes each record's message as one line of printable text.
+
+    Log messages carry job fields that submitters choose (`user=`, `detail="..."`): a
+    newline in one would forge a whole log line, an ESC would drive the terminal of whoever
+    tails the log. The message is escaped after its arguments are merged in, so every
+    argument (and any caller that formats its own text) is covered; tracebacks keep their
+    newlines but lose every other control character.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei) -> str:
+        return escape_controls(super().formatException(ei), keep="\n")
+
+    def formatStack(self, stack_info: str) -> str:
+        return escape_controls(super().formatStack(stack_info), keep="\n")
 
 
 def level_from_name(name: Optional[str]) -> Optional[int]:
@@ -232,7 +269,7 @@ def configure_daemon_logging(level: int, log_file=None, *,
         handlers.append(logging.StreamHandler(sys.stderr))
     elif file_handler is not None:
         follow_rotations(file_handler)
-    formatter = logging.Formatter(LOG_FORMAT)
+    formatter = SafeFormatter(LOG_FORMAT)
     for handler in handlers:
         handler.setFormatter(formatter)
     logging.basicConfig(level=level, handlers=handlers, force=True)
@@ -242,5 +279,5 @@ def configure_daemon_logging(level: int, log_file=None, *,
 def configure_client_logging(level: int) -> None:
     """A client's log records on stderr (GFLOW_LOG=debug gqueue)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(CLIENT_FORMAT))
+    handler.setFormatter(SafeFormatter(CLIENT_FORMAT))
     logging.basicConfig(level=level, handlers=[handler], force=True)

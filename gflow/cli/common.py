@@ -233,7 +233,7 @@ def client_for(args) -> Client:
     if path is None:
         address = _fast_address()
         if address is not None:
-            return Client(*address)
+            return Client.from_env(*address)
     return Client.from_config(load_config(path))
 
 
@@ -319,7 +319,8 @@ def guarded(fn: Callable[..., int]) -> Callable[..., int]:
             print(str(exc), file=sys.stderr)
             return EXIT_RUNTIME
         except ApiError as exc:
-            print(f"Error: {exc}", file=sys.stderr)
+            from gflow.cli.render import safe  # the daemon's words may quote a job's fields
+            print(f"Error: {safe(exc)}", file=sys.stderr)
             return EXIT_RUNTIME
         except CommandError as exc:
             print(str(exc), file=sys.stderr)
@@ -349,8 +350,10 @@ def guarded(fn: Callable[..., int]) -> Callable[..., int]:
 
 
 def api_text(status: int, body) -> str:
+    """The daemon's error message, control characters escaped (render.safe)."""
+    from gflow.cli.render import safe
     from gflow.client import error_text
-    return error_text(status, body)
+    return safe(error_text(status, body))
 
 
 def parse_value(fn: Callable, text: str, flag: str):

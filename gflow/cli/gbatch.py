@@ -9,7 +9,10 @@ with "command not found"); `# GFLOW --depends-on` in a script is honoured (the
 `gbatch new` template advertises it); other ignored or unknown directives are reported as a
 warning instead of silently swallowing the directives after them; `--auto-close` is
 accepted but there is no tmux session to close; the job gets the submitter's environment
-unless `--export=NONE` (DESIGN.md §2b).
+unless `--export=NONE` (DESIGN.md §2b); a script read from stdin is saved in the private
+`<data dir>/stdin/` (0.4.13: a predictable name in `$TMPDIR`, mode 0755); more than 10000
+array tasks or sweep jobs, a command over 1 MiB and an environment over 1 MiB are refused
+before anything is built.
 """
 
 from __future__ import annotations
@@ -30,6 +33,13 @@ from gflow.client import ApiError, Client
 
 DIRECTIVE = "# GFLOW"
 SUBCOMMANDS = ("new", "completion", "help")
+# Limits checked before anything is built: `--array 1-10000000` once grew the client to
+# 22 GB. The daemon takes at most 1000 jobs per batch (spec/api.md) and caps sizes too;
+# these keep a typo from eating the submitter's memory first.
+MAX_JOBS_PER_SUBMISSION = 10_000      # array tasks, or --param/--param-file combinations
+MAX_COMMAND_BYTES = 1 << 20           # 1 MiB
+MAX_ENV_BYTES = 1 << 20               # the captured environment (--export=ALL), 1 MiB
+STDIN_DIR = "stdin"                   # scripts read from stdin: <data dir>/stdin, mode 0700
 DIRECTIVE_DESTS = ("gpus", "shared", "priority", "conda_env", "time", "memory", "gpu_memory",
                    "project", "depends_on")
 
@@ -196,6 +206,10 @@ def param_combinations(args) -> list[dict]:
                 for record in reader:
                     if not record:
                         continue
+                    if len(rows) == MAX_JOBS_PER_SUBMISSION:
+                        raise CommandError(
+                            f"Error: {args.param_file} has more than {MAX_JOBS_PER_SUBMISSION}"
+                            f" rows; at most {MAX_JOBS_PER_SUBMISSION} jobs per submission")
                     if len(record) != len(header):
                         raise CommandError(
                             f"Error: CSV error in {args.param_file}, line {reader.line_num}: "
@@ -211,6 +225,14 @@ def param_combinations(args) -> list[dict]:
         except csv.Error as exc:
             raise CommandError(f"Error: CSV error in {args.param_file}: {exc}") from None
     cli = [parse_value(parse_param, spec, "--param") for spec in args.param]
+    count = len(rows)
+    for _, values in cli:
+        count *= len(values)
+    if count > MAX_JOBS_PER_SUBMISSION:  # counted before the product is built
+        what = " and ".join(flag for flag, given in (("--param-file", args.param_file),
+                                                     ("--param", args.param)) if given)
+        raise CommandError(f"Error: {what} give {count} jobs; at most "
+                           f"{MAX_JOBS_PER_SUBMISSION} per submission")
     names = [name for name, _ in cli]
     combos = [dict(zip(names, values)) for values in itertools.product(*[v for _, v in cli])]
     return [{**row, **combo} for row in rows for combo in combos]
@@ -242,12 +264,47 @@ def base_job(args, user: str) -> dict:
 
 
 def write_stdin_script(content: str) -> str:
-    tmpdir = os.environ.get("TMPDIR") or "/tmp"
-    path = os.path.join(tmpdir, f"gflow_stdin_{int(time.time() * 1e6)}.sh")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o755)
+    """Save a script read from stdin where only the submitter can reach it.
+
+    0.4.13 wrote $TMPDIR/gflow_stdin_<micros>.sh (mostly /tmp), mode 0755: a predictable
+    name in a world-writable directory, so another user could plant a symlink there first,
+    swap the script before the job ran, or read it. Here: <data dir>/stdin/ (mode 0700,
+    ours), a fresh random name created with O_EXCL|O_NOFOLLOW, mode 0600 (0700 with a `#!`
+    line, which the launcher then runs directly; others it runs with bash). The job runs
+    as its submitter, who owns the directory, so it can read the script.
+    """
+    from gflow.paths import Paths
+    directory = os.path.join(Paths.from_env().data_dir, STDIN_DIR)
+    flags = os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        os.makedirs(os.path.dirname(directory), 0o700, exist_ok=True)
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            pass
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | flags)
+    except OSError as exc:
+        raise CommandError(f"Error: cannot use {directory} for the script read from stdin: "
+                           f"{exc.strerror}") from None
+    try:
+        st = os.fstat(dir_fd)
+        if st.st_uid != os.geteuid():
+            raise CommandError(f"Error: refusing to write the script read from stdin into "
+                               f"{directory}: it belongs to uid {st.st_uid}, not to you")
+        if st.st_mode & 0o077:
+            os.fchmod(dir_fd, 0o700)  # ours, so tightening is safe (a umask, a stray chmod)
+        mode = 0o700 if content.startswith("#!") else 0o600
+        name = f"gflow_stdin_{int(time.time() * 1e6)}_{os.urandom(4).hex()}.sh"
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | flags, mode, dir_fd=dir_fd)
+        os.fchmod(fd, mode)  # the umask must not take the owner's own bits away
+    except OSError as exc:
+        raise CommandError(f"Error: cannot write the script read from stdin into "
+                           f"{directory}: {exc.strerror}") from None
+    finally:
+        os.close(dir_fd)
     with os.fdopen(fd, "w") as f:
         f.write(content)
-    return path
+    return os.path.join(directory, name)
 
 
 def _stdin_is_tty() -> bool:
@@ -298,6 +355,11 @@ def _on_path(word: str) -> bool:
         return os.access(word, os.X_OK)
     return any(os.access(os.path.join(d, word), os.X_OK)
                for d in os.environ.get("PATH", "").split(os.pathsep) if d)
+
+
+def env_bytes(env: dict) -> int:
+    """The size of an environment as `env` prints it (NAME=value and a newline each)."""
+    return sum(len(f"{k}={v}\n".encode(errors="surrogateescape")) for k, v in env.items())
 
 
 def describe(job: dict, params: Optional[dict] = None) -> str:
@@ -362,6 +424,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         which = "--param" if args.param else "--param-file"
         raise CommandError(f"Error: Cannot use both {which} and --array together")
     script, command = split_target(args)
+    size = len(command.encode(errors="surrogateescape")) if command else 0
+    if size > MAX_COMMAND_BYTES:
+        raise CommandError(f"Error: the command is {size} bytes; at most {MAX_COMMAND_BYTES} "
+                           "(1 MiB) per job")
     if script:
         apply_directives(args, read_directives(script), script)
     elif args.conda_env is None and os.environ.get("CONDA_DEFAULT_ENV"):
@@ -382,7 +448,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     # config module need not be loaded (~12 ms); the daemon checks the policy anyway.
     address = None if args.config else _fast_address()
     if address is not None:
-        config, client = None, Client(*address)
+        config, client = None, Client.from_env(*address)
     else:
         config = load_config(args.config)
         client = Client.from_config(config)
@@ -391,6 +457,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     job["script"], job["command"] = script, command
     if args.export == "ALL":
         job["env"] = dict(os.environ)
+        size = env_bytes(job["env"])
+        if size > MAX_ENV_BYTES:
+            raise CommandError(f"Error: your environment is {size} bytes; at most "
+                               f"{MAX_ENV_BYTES} (1 MiB) is sent with a job: unset the large "
+                               "variables or use --export=NONE")
     if not args.dry_run and config is not None:
         check_project(config, job["project"])
 
@@ -421,6 +492,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.array:
         from gflow.parsing import parse_array
         start, end = parse_value(parse_array, args.array, "--array")
+        if end - start + 1 > MAX_JOBS_PER_SUBMISSION:  # counted, not expanded
+            raise CommandError(f"Error: --array {args.array} has {end - start + 1} tasks; "
+                               f"at most {MAX_JOBS_PER_SUBMISSION} per submission")
         for task in range(start, end + 1):
             jobs.append(with_dependencies(dict(job, task_id=task)))
             shown_params.append(None)

@@ -21,7 +21,6 @@ from gflow.client import Client, ConnectionFailed
 from gflow.errors import ConfigError, ParseError
 
 START_TIMEOUT_SECS = 30.0
-LOOPBACK = ("localhost", "127.0.0.1", "::1")
 RELOAD_TIMEOUT_SECS = 120.0
 STOP_TIMEOUT_SECS = 60.0
 
@@ -154,7 +153,7 @@ def lock_info(lock_file) -> dict:
 
 
 def health(config) -> tuple[Optional[int], Optional[dict]]:
-    client = Client(config.daemon.host, config.daemon.port, timeout=5)
+    client = Client.from_config(config, timeout=5)
     try:
         status, body = client.health()
     except ConnectionFailed:
@@ -232,7 +231,7 @@ def cmd_up(args) -> int:
             if body.get("status") != "ok":
                 print(f"Warning: gflowd is in {body.get('status')} mode: {body.get('detail')}",
                       file=sys.stderr)
-            if config.daemon.host not in LOOPBACK:
+            if beyond_loopback(config.daemon.host):
                 print(f"Warning: gflowd listens on {config.daemon.host}: everyone who can reach "
                       "it can submit and cancel jobs as any user (there is no "
                       "authentication)", file=sys.stderr)
@@ -240,6 +239,36 @@ def cmd_up(args) -> int:
         time.sleep(0.05)
     raise CommandError(f"gflowd did not become healthy within {START_TIMEOUT_SECS:.0f}s; "
                        f"see {p.daemon_log}")
+
+
+def beyond_loopback(host: str) -> bool:
+    """Whether a daemon listening on `host` may be reachable from other machines.
+
+    Decided on addresses, not spellings (`127.0.0.2` and `::ffff:127.0.0.1` are loopback,
+    `0.0.0.0` and `::` are every interface): a name counts as loopback only if every
+    address it resolves to is one; a name that does not resolve is not trusted either.
+    """
+    import ipaddress
+    import socket
+
+    from gflow.identity import is_loopback
+    text = host.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    if is_loopback(text):
+        return False
+    try:
+        ipaddress.ip_address(text.split("%", 1)[0])
+        return True  # an address, and not a loopback one
+    except ValueError:
+        pass
+    if not text:
+        return True  # an empty host binds every interface
+    try:
+        infos = socket.getaddrinfo(text, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return True
+    return not infos or any(not is_loopback(info[4][0]) for info in infos)
 
 
 def run_foreground(args, config, overrides) -> int:
@@ -414,7 +443,7 @@ def cleanup(config, now: Optional[float] = None) -> tuple[int, int]:
     if running_pid(p.lock_file) is None:
         raise CommandError("gflowd --cleanup: gflowd is not running; it must tell which jobs "
                            "are finished: start it with `gflowd up`")
-    client = Client(config.daemon.host, config.daemon.port, timeout=120)
+    client = Client.from_config(config, timeout=120)
     try:
         jobs = client.list_jobs(states=list(FINAL_STATES))
     finally:

@@ -42,12 +42,12 @@ def rows_for(info: dict, jobs: list[dict]) -> list[list[str]]:
         if job.get("state") != "Running":
             continue
         for index in job.get("gpu_ids") or []:
-            holder.setdefault(index, f"{job['id']} ({job.get('run_name') or '-'})")
+            holder.setdefault(index, f"{job['id']} ({render.safe(job.get('run_name') or '-')})")
     groups: dict[str, list[int]] = {}
     for g in gpus:
         if g.get("available"):
             continue
-        key = holder.get(g["index"]) or f"({g.get('reason') or 'unknown'})"
+        key = holder.get(g["index"]) or f"({render.safe(g.get('reason') or 'unknown')})"
         groups.setdefault(key, []).append(g["index"])
     for key, indices in sorted(groups.items(), key=lambda kv: min(kv[1])):
         rows.append(["gpu", str(len(indices)), ",".join(map(str, indices)), "allocated", key])

@@ -285,7 +285,7 @@ def cmd_show(client, args) -> int:
             print(f"Error: Job {job_id} not found", file=sys.stderr)
             rc = 1
             continue
-        print("\n".join(show_lines(job, time.time())))
+        print("\n".join(map(render.safe, show_lines(job, time.time()))))
     return rc
 
 
@@ -365,7 +365,7 @@ def cmd_attach(client, args) -> int:
         hint = (f"use `gjob log -f {job_id}` to wait for its output" if state in ("Queued", "Hold")
                 else f"use `gjob log {job_id}` to see its output")
         raise CommandError(f"Error: Job {job_id} is not running (state {state}); {hint}")
-    name = job.get("run_name") or f"gflow-job-{job_id}"
+    name = render.safe(job.get("run_name") or f"gflow-job-{job_id}")
     forward = not getattr(args, "no_forward", False)
     path = log_path(client, job_id)
     last_interrupt = 0.0
@@ -589,7 +589,7 @@ def cmd_redo(client, args) -> int:
             lines += ["", "Cascade complete."]
         else:
             lines += ["", "No dependent jobs to cascade."]
-    print("\n".join(lines))
+    print("\n".join(map(render.safe, lines)))
     return 0
 
 

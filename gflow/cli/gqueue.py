@@ -176,12 +176,17 @@ def sort_jobs(jobs: list[dict], field: str) -> list[dict]:
 
 
 def cell(job: dict, column: str, colour: bool, now: float) -> str:
+    """One table cell; text from the daemon goes through render.safe (other users chose it)."""
+    if column == "ST":
+        return render.styled_state(render.safe(job.get("state", "Queued")), colour)
+    return render.safe(_cell_text(job, column, now))
+
+
+def _cell_text(job: dict, column: str, now: float) -> str:
     if column == "JOBID":
         return str(job.get("id", ""))
     if column == "NAME":
         return job.get("run_name") or "-"
-    if column == "ST":
-        return render.styled_state(job.get("state", "Queued"), colour)
     if column == "TIME":
         return render.hms(render.runtime(job, now))
     if column == "NODES":
@@ -322,10 +327,14 @@ def yaml_scalar(value) -> str:
     if isinstance(value, (int, float)):
         return str(value)
     s = str(value)
+    if render.has_control(s):
+        # Double-quoted, the one YAML style with escapes (render.safe's `\xNN` is one): a
+        # parser reads the value back intact, and no raw control character reaches a terminal.
+        return '"' + render.safe(s.replace("\\", "\\\\").replace('"', '\\"')) + '"'
     lowered = s.lower()
     needs_quotes = (
         s == "" or s != s.strip() or s[0] in _YAML_PLAIN_BAD or ": " in s or " #" in s
-        or s.endswith(":") or "\n" in s or "\t" in s
+        or s.endswith(":")
         or lowered in ("null", "~", "true", "false", "yes", "no", "on", "off", "y", "n")
         or _looks_numeric(s))
     if not needs_quotes:
@@ -364,13 +373,17 @@ def to_yaml(records: list[dict], now: float) -> str:
 def to_csv(records: list[dict]) -> str:
     import csv
     import io
+
+    def safe(value):  # CSV has no escapes: control characters are shown as \xNN
+        return value if value is None else render.safe(value)
+
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["id", "name", "state", "time", "gpus", "user", "submitted_at", "reason"])
     for r in records:
-        w.writerow([r["id"], r["name"] or "-", r["state"], r["time"],
-                    "[" + ",".join(map(str, r["gpus"])) + "]", r["user"],
-                    r.get("submitted_at", "-"), r.get("reason", "-")])
+        w.writerow([r["id"], safe(r["name"] or "-"), safe(r["state"]), r["time"],
+                    "[" + ",".join(map(str, r["gpus"])) + "]", safe(r["user"]),
+                    r.get("submitted_at", "-"), safe(r.get("reason", "-"))])
     return buf.getvalue().rstrip("\n")
 
 
@@ -395,8 +408,9 @@ def output(jobs: list[dict], args, colour: bool, fmt: Optional[str] = None,
     if fmt == "json":
         import json
         records = [machine_record(j, now) for j in jobs]
-        return json.dumps({"jobs": records, "total": len(records), "timestamp": timestamp(now)},
-                          indent=2, ensure_ascii=False)
+        return render.safe_json(json.dumps({"jobs": records, "total": len(records),
+                                            "timestamp": timestamp(now)},
+                                           indent=2, ensure_ascii=False))
     if fmt == "csv":
         return to_csv([machine_record(j, now) for j in jobs])
     if fmt == "yaml":

@@ -49,7 +49,8 @@ def _zero(value):
 
 def render_json(stats: dict) -> str:
     import json
-    return json.dumps({k: _zero(v) for k, v in stats.items()}, indent=2, ensure_ascii=False)
+    return render.safe_json(json.dumps({k: _zero(v) for k, v in stats.items()}, indent=2,
+                                       ensure_ascii=False))
 
 
 def render_csv(stats: dict) -> str:
@@ -94,7 +95,7 @@ def render_table(stats: dict, colour: bool) -> str:
     running = stats.get("running_jobs", 0)
     queued = stats.get("queued_jobs", 0)
     held = stats.get("held_jobs", 0) or 0
-    user = stats.get("user") or "all users"
+    user = render.safe(stats.get("user") or "all users")
     since = stats.get("since")
     since_text = ("all time" if since is None
                   else time.strftime("%Y-%m-%d %H:%M", time.localtime(since)))
@@ -140,7 +141,7 @@ def render_table(stats: dict, colour: bool) -> str:
                 + "  " + b("RUNTIME".rjust(rw)) + "  " + b("GPUS".rjust(gw)),
                 "  " + d("─" * (50 + rw + gw))]
         for i, (job, rt) in enumerate(zip(top, runtimes), start=1):
-            name = job.get("name") or "<unnamed>"
+            name = render.safe(job.get("name") or "<unnamed>")
             if len(name) > 34:
                 name = name[:31] + "..."
             out.append("  " + b(f"{i}.".ljust(3)) + " " + b(str(job.get("id")).rjust(6)) + "  "

@@ -11,6 +11,10 @@ if TYPE_CHECKING:  # typing costs import time; annotations are strings here
     from typing import Optional
 
 ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# Unicode's control characters (category Cc): C0, DEL and C1 (0x9b is a one-byte CSI).
+# Left as patterns: re compiles them on first use, which plain text never reaches.
+CONTROL = "[\x00-\x1f\x7f-\x9f]"
+_C1 = "[\x7f-\x9f]"
 
 STATE_SHORT = {"Queued": "PD", "Hold": "H", "Running": "R", "Finished": "CD", "Failed": "F",
                "Cancelled": "CA", "Timeout": "TO"}
@@ -62,6 +66,38 @@ def bold(text: str, colour: bool) -> str:
 
 def dim(text: str, colour: bool) -> str:
     return f"\x1b[2m{text}\x1b[0m" if colour else text
+
+
+def safe(text) -> str:
+    """Text from the daemon with every control character shown as `\\xNN`.
+
+    The commands print daemon-provided text (names, commands, users, projects, reasons)
+    through this. Whoever submitted a job chose that text and other users print it: a raw
+    ESC or CSI could retitle their terminal, erase or overwrite lines, or fake output.
+    Tab and newline are escaped too, so a value stays on its own line and a table cell
+    keeps its width. One visible form for all, Python's `\\x` escape (`\\x1b`, `\\x0a`);
+    backslashes are left alone, so text without a control character is unchanged.
+    gflow.logutil escapes log records the same way.
+    """
+    text = text if isinstance(text, str) else str(text)
+    if not has_control(text):
+        return text
+    return re.sub(CONTROL, _hex_escape, text)
+
+
+def has_control(text: str) -> bool:
+    """Whether `text` holds a control character (one C-level check for plain text)."""
+    return not text.isprintable() and re.search(CONTROL, text) is not None
+
+
+def _hex_escape(m) -> str:
+    return f"\\x{ord(m.group()):02x}"
+
+
+def safe_json(text: str) -> str:
+    """json.dumps output (ensure_ascii=False) with DEL and C1 as `\\u00NN` escapes too:
+    json escapes C0 itself, and these are still valid JSON, so the data is unchanged."""
+    return re.sub(_C1, lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def strip_ansi(text: str) -> str:

@@ -142,7 +142,7 @@ class GflowShell(ShellCommands, cmd2.Cmd):
 
     def client(self) -> Client:
         if self._client is None:
-            self._client = Client(self.host, self.port, timeout=10)
+            self._client = Client.from_env(self.host, self.port, timeout=10)
         return self._client
 
     def _switch(self, host: str, port: int, timezone: Optional[str] = None,
@@ -396,7 +396,7 @@ class GflowShell(ShellCommands, cmd2.Cmd):
     def _fetch(self, path: str, query: Optional[dict] = None) -> Any:
         with self._lock:
             if self._completion_client is None:
-                self._completion_client = Client(self.host, self.port, timeout=2)
+                self._completion_client = Client.from_env(self.host, self.port, timeout=2)
             client = self._completion_client
         return client.call("GET", path, query=query)
 

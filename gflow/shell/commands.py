@@ -226,7 +226,7 @@ class ShellCommands:
                 return self._fail(f"use: {exc}")
             self._switch(host or self.host, port)
         try:
-            status, body = Client(self.host, self.port, timeout=3).health()
+            status, body = Client.from_env(self.host, self.port, timeout=3).health()
         except ConnectionFailed:
             self.poutput(f"Using gflowd at {self.target} (not answering yet: "
                          "'gflowd up' starts it).")

@@ -115,11 +115,12 @@ def test_dry_run_sweeps_match_0413(d):
     assert res.stdout.splitlines()[0] == "Would submit 4 batch job(s):"
     assert res.stdout.splitlines()[1:3] == ["  [1] echo '0.1' '32' '1' (GPUs: 0)",
                                              "  [2] echo '0.1' '32' '2' (GPUs: 0)"]
-    # stdin mode writes $TMPDIR/gflow_stdin_<micros>.sh and honours its directives
+    # stdin mode writes <data dir>/stdin/gflow_stdin_<micros>_<random>.sh (0.4.13: in
+    # $TMPDIR, see test_client_hardening.py) and honours its directives
     res = d.run("gbatch", "--dry-run", input="#!/bin/bash\n# GFLOW --gpus=2\necho in\n")
     assert res.returncode == 0, res.stderr
-    m = re.fullmatch(r"Would submit 1 batch job:\n  \[1\] (\S+/gflow_stdin_\d+\.sh) "
-                     r"\(GPUs: 2\)\n", res.stdout)
+    m = re.fullmatch(r"Would submit 1 batch job:\n  \[1\] (\S+/stdin/gflow_stdin_\d+_[0-9a-f]+"
+                     r"\.sh) \(GPUs: 2\)\n", res.stdout)
     assert m and os.path.exists(m.group(1))
     assert job_count(d) == before  # a dry run submits nothing
 

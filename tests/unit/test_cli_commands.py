@@ -738,12 +738,14 @@ def test_gbatch_submits_what_0413_sends(capsys, daemon_rec, monkeypatch, tmp_pat
 
 def test_gbatch_reads_a_script_from_stdin(capsys, daemon_rec, monkeypatch, tmp_path):
     import io
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
     monkeypatch.setattr(sys, "stdin", io.StringIO("# GFLOW --gpus=2\necho from stdin\n"))
     rc, out, err = run(capsys, "gbatch", "-")
     assert rc == 0
     job = daemon_rec.single[-1]
-    assert job["script"].startswith(str(tmp_path) + "/gflow_stdin_") and job["gpus"] == 2
+    # in the private <data dir>/stdin/, not $TMPDIR (tests/unit/test_client_hardening.py)
+    assert job["script"].startswith(str(tmp_path) + "/.local/share/gflow/stdin/gflow_stdin_")
+    assert job["gpus"] == 2
     monkeypatch.setattr(sys, "stdin", io.StringIO("  \n"))
     rc, out, err = run(capsys, "gbatch")
     assert rc == 1 and one_line_error(err) == "Error: No content provided via stdin"
