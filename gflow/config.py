@@ -49,6 +49,9 @@ class DaemonConfig:
     # The Unix socket beside the TCP port (ours): None = the default place
     # (Paths.daemon_socket), "" = none.
     socket: Optional[str] = None
+    # The account gflowd runs as when it is neither root nor the client's own (ours):
+    # clients refuse a daemon run by anyone else.
+    user: Optional[str] = None
 
     @property
     def base_url(self) -> str:
@@ -77,6 +80,11 @@ class LauncherConfig:
 class ApiConfig:
     threads: int = 16
     max_body_bytes: int = 16 * MiB
+    # A submitted job's command (or script path) and its captured environment (the
+    # bytes of KEY=VALUE pairs): every job is held in the scheduler's memory and state
+    # file, so one request may not bloat them with megabytes of text (ours).
+    max_command_bytes: int = 1 * MiB
+    max_env_bytes: int = 1 * MiB
 
 
 @dataclass(frozen=True)
@@ -351,6 +359,7 @@ _SCHEMA: dict[str, Validator] = {
     "daemon.gpu_allocation_strategy": _strategy,
     "daemon.gpu_poll_interval_secs": _number(0, strict=True),
     "daemon.socket": _socket_path,
+    "daemon.user": _optional_name,
     "scheduler.starvation_secs": _number(0, strict=True),
     "scheduler.periodic_pass_secs": _number(0, strict=True),
     "scheduler.snapshot_wal_bytes": _int(1024),
@@ -358,6 +367,8 @@ _SCHEMA: dict[str, Validator] = {
     "launcher.memory_poll_secs": _number(0, strict=True),
     "api.threads": _int(1, 1024),
     "api.max_body_bytes": _int(1024),
+    "api.max_command_bytes": _int(1),
+    "api.max_env_bytes": _int(1),
     "projects.known_projects": _projects,
     "projects.require_project": _bool,
     "notifications.enabled": _bool,
@@ -396,6 +407,7 @@ ENV_VARS: dict[str, str] = {
     "GFLOW_DAEMON_GPU_ALLOCATION_STRATEGY": "daemon.gpu_allocation_strategy",
     "GFLOW_TIMEZONE": "timezone",
     "GFLOW_DAEMON_SOCKET": "daemon.socket",
+    "GFLOW_DAEMON_USER": "daemon.user",
     "GFLOW_RUN_AS": "security.run_as",
 }
 

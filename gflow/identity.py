@@ -17,11 +17,12 @@ import os
 import pwd
 import socket
 import struct
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Iterator, Optional
 
 __all__ = ["Caller", "ANONYMOUS", "caller_for_uid", "unix_peer_uid", "tcp_peer_uid",
-           "listener_uid", "is_loopback", "unix_call", "SUN_PATH_MAX"]
+           "listener_uid", "is_loopback", "reachable", "unix_call", "SUN_PATH_MAX"]
 
 PROC_NET = "/proc/net"
 SUN_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
@@ -179,18 +180,27 @@ def listener_uid(host: str, port: int) -> Optional[int]:
     return None
 
 
-def unix_call(sock: socket.socket, method: str, path) -> None:
-    """`sock.bind(path)` or `sock.connect(path)` for a Unix socket path of any length.
+@contextmanager
+def reachable(address: str) -> Iterator[str]:
+    """A name that bind() and connect() accept for the Unix socket `address`.
 
     sun_path holds 107 bytes and temporary homes are often longer: a long path is
-    reached through /proc/self/fd/<fd of its directory>, which the kernel resolves.
+    reached through /proc/self/fd/<O_PATH fd of its directory>/<name>, which the kernel
+    resolves. Abstract names ("\\0...") pass through.
     """
-    path = os.fspath(path)
-    if len(os.fsencode(path)) <= SUN_PATH_MAX:
-        getattr(sock, method)(path)
+    address = os.fspath(address)
+    if address.startswith("\0") or len(os.fsencode(address)) <= SUN_PATH_MAX:
+        yield address
         return
-    dirfd = os.open(os.path.dirname(path) or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    directory, name = os.path.split(address)
+    fd = os.open(directory or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        getattr(sock, method)(f"/proc/self/fd/{dirfd}/{os.path.basename(path)}")
+        yield f"/proc/self/fd/{fd}/{name}"
     finally:
-        os.close(dirfd)
+        os.close(fd)
+
+
+def unix_call(sock: socket.socket, method: str, path) -> None:
+    """`sock.bind(path)` or `sock.connect(path)` for a Unix socket path of any length."""
+    with reachable(path) as where:
+        getattr(sock, method)(where)

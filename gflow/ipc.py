@@ -1,25 +1,32 @@
-"""Message channels between the daemon's workers, built on multiprocessing connections.
+"""Message channels between the daemon's workers, built on multiprocessing connections."""
 
-The scheduler hosts a `multiprocessing.connection.Listener` on an abstract Unix socket;
-the API and launcher workers connect to it. We do not use `multiprocessing.Queue`:
-its writers share one semaphore, and a writer killed with SIGKILL while holding it (or
-half-way through a write) wedges or corrupts the queue for every later writer. A
-connection per worker dies with its worker, and the restarted worker simply reconnects.
-"""
+# The scheduler hosts a listener on a Unix socket in a private (0700) directory of the
+# daemon's data dir, `<data_dir>/run/hub.sock`; the API and launcher workers connect to it
+# and authenticate with the daemon's random key. Not an abstract socket: those names are
+# one namespace for every account, so another user could take the name first and keep
+# gflowd from starting. We do not use `multiprocessing.Queue`:
+# its writers share one semaphore, and a writer killed with SIGKILL while holding it (or
+# half-way through a write) wedges or corrupts the queue for every later writer. A
+# connection per worker dies with its worker, and the restarted worker simply reconnects.
 
 from __future__ import annotations
 
 import errno
 import itertools
 import logging
+import os
 import queue
 import socket
+import stat
 import threading
 import time
 from multiprocessing import AuthenticationError
-from multiprocessing.connection import (Client, Connection, Listener, answer_challenge,
+from multiprocessing.connection import (Client, Connection, answer_challenge,
                                         deliver_challenge)
+from pathlib import Path
 from typing import Any, Callable, Optional
+
+from gflow.identity import reachable
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +51,108 @@ def hang_up(conn: Connection) -> None:
         pass
 
 
-def channel_address(token: str) -> str:
-    """Abstract-namespace socket name: no file to clean up, nothing left after a kill -9."""
-    return "\0gflowd-" + token
+RUN_DIR_NAME = "run"
+
+
+def private_dir(data_dir) -> Path:
+    """`<data_dir>/run`, created 0700. Refused (PermissionError) if another account owns
+    it; made 0700 again if it is ours but open to others (sshd's rule: never trust a
+    directory someone else could write)."""
+    path = Path(data_dir) / RUN_DIR_NAME
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid():
+            raise PermissionError(errno.EPERM, f"{path} belongs to uid {st.st_uid}, not to "
+                                               f"gflowd's account: remove it", str(path))
+        if stat.S_IMODE(st.st_mode) != 0o700:
+            os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
+    return path
+
+
+def channel_address(data_dir, name: str = "hub") -> str:
+    """The path of the socket `name` in the daemon's private run directory (created)."""
+    return str(private_dir(data_dir) / f"{name}.sock")
+
+
+def _is_stale(address: str) -> bool:
+    """A socket file nobody listens on (its owner was killed -9): safe to replace."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        with reachable(address) as where:
+            probe.connect(where)
+        return False
+    except ConnectionRefusedError:
+        return True
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def unlink_socket(address: str, only_inode: Optional[int] = None) -> None:
+    """Remove a socket file (never anything else); with `only_inode`, only if it is
+    still the one we bound (a successor may have bound the name since)."""
+    if address.startswith("\0"):
+        return
+    try:
+        with reachable(address) as where:
+            st = os.lstat(where)
+            if stat.S_ISSOCK(st.st_mode) and only_inode in (None, st.st_ino):
+                os.unlink(where)
+    except OSError:
+        pass
+
+
+class UnixListener:
+    """multiprocessing's Listener, minus its unlink-at-exit of whatever path it bound
+    (here a `/proc/self/fd` name, or a file a successor owns by then): it unlinks only
+    its own socket file."""
+
+    def __init__(self, address: str, backlog: int = 64):
+        self.address = address
+        self._inode: Optional[int] = None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            with reachable(address) as where:
+                sock.bind(where)
+                if not address.startswith("\0"):
+                    self._inode = os.lstat(where).st_ino
+            sock.listen(backlog)
+        except BaseException:
+            sock.close()
+            raise
+        self._socket = sock
+
+    def accept(self) -> Connection:
+        conn, _ = self._socket.accept()
+        conn.setblocking(True)
+        return Connection(conn.detach())
+
+    def shutdown(self) -> None:
+        # shutdown wakes a thread blocked in accept(); close alone would not on Linux.
+        self._socket.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._socket.close()
+        if self._inode is not None:
+            unlink_socket(self.address, self._inode)
+            self._inode = None
+
+
+def connect(address: str, authkey: bytes) -> Connection:
+    """multiprocessing's Client for a path of any length."""
+    with reachable(address) as where:
+        return Client(where, family="AF_UNIX", authkey=authkey)
 
 
 class Peer:
@@ -74,16 +180,20 @@ class Peer:
         hang_up(self.conn)      # not under the lock: it also unblocks a stuck send
 
 
-def _bind_listener(address: str, timeout: float = 10.0) -> Listener:
-    """Bind the hub's address; a predecessor that is exiting may hold it a moment longer.
-    No authkey here: the handshake runs on each connection's own thread (see Hub)."""
+def _bind_listener(address: str, timeout: float = 10.0) -> UnixListener:
+    """Bind the hub's address; a predecessor that is exiting may hold it a moment longer,
+    and one that was killed leaves its socket file behind (replaced once nobody answers
+    on it). No authkey here: the handshake runs on each connection's own thread (see Hub)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return Listener(address, family="AF_UNIX")
+            return UnixListener(address)
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
                 raise
+            if not address.startswith("\0") and _is_stale(address):
+                unlink_socket(address)
+                continue
             time.sleep(0.02)
 
 
@@ -172,9 +282,8 @@ class Hub:
     def _close_listener(self) -> None:
         self._closed = True
         try:
-            # shutdown wakes the accept thread; close alone would not on Linux.
-            self.listener._listener._socket.shutdown(socket.SHUT_RDWR)
-        except (OSError, AttributeError):
+            self.listener.shutdown()
+        except OSError:
             pass
         try:
             self.listener.close()
@@ -227,7 +336,7 @@ class HubClient:
         delay = 0.005
         while not self._closed:
             try:
-                conn = Client(self.address, family="AF_UNIX", authkey=self.authkey)
+                conn = connect(self.address, self.authkey)
                 conn.send(("hello", self.role))
             except (OSError, EOFError):
                 time.sleep(delay)
@@ -341,8 +450,10 @@ class RequestClient:
         for slot in pending.values():
             slot[0].set()  # result stays None: the caller decides to resend or give up
 
-    def request(self, op: str, payload: Any = None, timeout: float = 30.0):
-        """Send one request and wait for its reply; raises Unavailable if it cannot."""
+    def request(self, op: str, payload: Any = None, timeout: float = 30.0,
+                caller: Optional[dict] = None):
+        """Send one request on behalf of `caller` (its wire dict; None = anonymous) and
+        wait for its reply; raises Unavailable if it cannot."""
         deadline = time.monotonic() + timeout
         attempt = 0
         while True:
@@ -353,7 +464,7 @@ class RequestClient:
             slot = [threading.Event(), None]
             with self._pending_lock:
                 self._pending[corr] = slot
-            if not self.channel.send(("req", corr, op, payload)):
+            if not self.channel.send(("req", corr, op, payload, caller)):
                 # Not delivered: the scheduler is closing or gone. Wait for the next one.
                 with self._pending_lock:
                     self._pending.pop(corr, None)

@@ -64,7 +64,11 @@ class Daemon:
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("GFLOW_", "XDG_", "RUST_LOG", "CONDA_DEFAULT_ENV"))}
         env.update(HOME=str(home), USER="tester", GFLOW_DAEMON_HOST="127.0.0.1",
-                   GFLOW_DAEMON_PORT=str(self.port), PYTHONUNBUFFERED="1")
+                   GFLOW_DAEMON_PORT=str(self.port), PYTHONUNBUFFERED="1",
+                   # Tests name made-up owners ("tester", "alice"), which only the
+                   # lab-account mode allows; tests/integration/test_shared_box.py runs
+                   # the default mode with real throwaway accounts.
+                   GFLOW_RUN_AS="daemon")
         env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
         if fake_gpus is not None:
             env["GFLOW_FAKE_GPUS"] = fake_gpus

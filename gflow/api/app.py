@@ -7,6 +7,8 @@ import uuid
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
+from gflow.api import guard
+from gflow.api.limits import JobLimits
 from gflow.api.replies import JSON, TEXT, ApiError, ask, empty, respond, text_reply
 from gflow.api.routes import BLUEPRINTS
 from gflow.api.routes.params import (U32_MAX, comma_list, json_body, path_u32, query_int,
@@ -42,8 +44,13 @@ def register_error_handlers(app: Flask, max_body_bytes: int) -> None:
         return respond(413, {"error": f"request body exceeds {max_body_bytes} bytes"})
 
 
-def create_app(bridge, *, max_body_bytes: int = 16 * 1024 * 1024, threads: int = 16) -> Flask:
-    """The app factory: `bridge.request(op, payload) -> (status, body)` reaches the scheduler."""
+def create_app(bridge, *, max_body_bytes: int = 16 * 1024 * 1024, threads: int = 16,
+               config=None) -> Flask:
+    """The app factory: `bridge.request(op, payload) -> (status, body)` reaches the scheduler.
+    `config` (the daemon's) names its host and the [security] and [api] limits; without
+    it, the defaults: only localhost and loopback names, no foreign origin."""
+    from gflow.config import Config
+    config = config or Config()
     app = Flask("gflow")
     app.config["BRIDGE"] = bridge
     # Streams hold a request thread each: at most a quarter of the pool may stream.
@@ -54,6 +61,10 @@ def create_app(bridge, *, max_body_bytes: int = 16 * 1024 * 1024, threads: int =
     if hasattr(bridge, "on_events"):
         bridge.on_events = bus.publish
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    app.config["JOB_LIMITS"] = JobLimits(config.api.max_command_bytes, config.api.max_env_bytes)
+    # Registered before any route's work: a refused request reaches nothing else.
+    guard.install(app, guard.HostRules(config.daemon.host, config.security.allowed_hosts,
+                                       config.security.allowed_origins))
     app.url_map.strict_slashes = False
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Response, current_app
+from flask import Response, current_app, request
 
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
@@ -50,6 +50,7 @@ def ask(op: str, payload: Any = None) -> tuple[int, Any]:
     """The scheduler's (status, body) for one op; an unreachable scheduler is a 503."""
     bridge = current_app.config["BRIDGE"]
     try:
-        return bridge.request(op, payload)
+        # The verified caller of this connection (gflow.api.peers); none is anonymous.
+        return bridge.request(op, payload, caller=request.environ.get("gflow.caller") or {})
     except bridge.Unavailable as exc:
         raise ApiError(503, {"error": f"scheduler unavailable: {exc}"})

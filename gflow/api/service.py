@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 import time
+from typing import Optional
 
 from gflow.ipc import RequestClient
 from gflow.workerproc import WorkerContext, setup_worker, signal_ready, stop_event_on
@@ -18,12 +19,12 @@ DRAIN_SECS = 5.0
 FRESH_CONNECTION_SECS = 0.5
 
 
-def busy_channels(server) -> list:
+def busy_channels(socket_map: dict) -> list:
     """Connections with a request being read, handled or answered (or too new to tell)."""
     now = time.time()
     busy = []
-    for ch in list(server._map.values()):
-        if ch is server or not hasattr(ch, "requests"):
+    for ch in list(socket_map.values()):
+        if not hasattr(ch, "requests"):
             continue
         if (ch.requests or getattr(ch, "request", None) is not None
                 or getattr(ch, "total_outbufs_len", 0)
@@ -32,37 +33,49 @@ def busy_channels(server) -> list:
     return busy
 
 
-def main(ctx: WorkerContext, listen_socket: socket.socket, ready=None) -> None:
+def main(ctx: WorkerContext, listen_socket: socket.socket,
+         unix_socket: Optional[socket.socket] = None, ready=None) -> None:
     setup_worker("api", ctx)
-    from waitress.server import create_server
+    from waitress.server import BaseWSGIServer, create_server
 
+    from gflow.api import peers
     from gflow.api.app import create_app
     from gflow.scheduler.core import SchedulerCore
     # Changes are not repeated after a scheduler crash (they might have been made).
     bridge = RequestClient(ctx.address, ctx.authkey, "api",
                            unsafe_ops=SchedulerCore.MUTATING)
     app = create_app(bridge, max_body_bytes=ctx.config.api.max_body_bytes,
-                     threads=ctx.config.api.threads)
-    server = create_server(app, sockets=[listen_socket], threads=ctx.config.api.threads,
-                           channel_timeout=120, connection_limit=1000, ident="gflowd",
-                           backlog=1024,
-                           # Large job listings stay in memory instead of spilling to
-                           # a temporary file (waitress's default above 1 MB).
-                           outbuf_overflow=512 * 1024 * 1024,
-                           outbuf_high_watermark=512 * 1024 * 1024)
+                     threads=ctx.config.api.threads, config=ctx.config)
+    peers.use_peer_tables(ctx.env)
+    settings = dict(threads=ctx.config.api.threads, channel_timeout=120,
+                    connection_limit=1000, ident="gflowd", backlog=1024,
+                    # Large job listings stay in memory instead of spilling to a
+                    # temporary file (waitress's default above 1 MB).
+                    outbuf_overflow=512 * 1024 * 1024,
+                    outbuf_high_watermark=512 * 1024 * 1024)
+    socket_map: dict = {}
+    server = create_server(app, map=socket_map, sockets=[listen_socket], **settings)
+    if unix_socket is not None:
+        # Waitress will not mix TCP and Unix sockets in one server: a second one on the
+        # same socket map and thread pool serves the Unix socket in the same loop.
+        create_server(app, map=socket_map, _dispatcher=server.task_dispatcher,
+                      sockets=[unix_socket], **settings)
+    peers.install(socket_map)
+    listeners = [d for d in socket_map.values() if isinstance(d, BaseWSGIServer)]
     stop = stop_event_on()
 
     def drain_and_exit() -> None:
         # Stop accepting (a sibling worker sharing the socket takes new connections
         # during a reload), let requests in flight finish, then go.
         stop.wait()
-        server.accepting = False
-        try:
-            server.del_channel()
-        except Exception:  # the listener may already be gone
-            pass
+        for listener in listeners:
+            listener.accepting = False
+            try:
+                listener.del_channel()
+            except Exception:  # the listener may already be gone
+                pass
         deadline = time.monotonic() + DRAIN_SECS
-        while time.monotonic() < deadline and busy_channels(server):
+        while time.monotonic() < deadline and busy_channels(socket_map):
             time.sleep(0.02)
         log.info("api stopped (pid %d)", os.getpid())
         logging.shutdown()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -17,6 +16,11 @@ from multiprocessing.connection import wait
 from typing import Callable, Optional
 
 from gflow import __version__
+from gflow.daemon.listeners import (
+    StartupError, open_listener, open_unix_listener, remove_unix_socket, socket_path,
+)
+from gflow.identity import is_loopback
+from gflow.ipc import channel_address
 from gflow.workerproc import WorkerContext, set_title
 
 log = logging.getLogger("gflow.master")
@@ -34,14 +38,6 @@ READY_TIMEOUT_SECS = 60.0
 ORPHAN_WAIT_SECS = 15.0
 # How often the master compares the daemon log's size with [logging] max_bytes.
 LOG_CHECK_SECS = 1.0
-
-
-class StartupError(Exception):
-    """A problem that stops `gflowd up`, with the setting to change; printed as one line."""
-
-
-def channel_token(data_dir) -> str:
-    return hashlib.sha1(str(data_dir).encode()).hexdigest()[:16]
 
 
 def _worker_target(name: str) -> Callable:
@@ -100,29 +96,6 @@ def read_lock_info(path) -> Optional[dict]:
             return json.loads(f.read() or "null")
     except (OSError, ValueError):
         return None
-
-
-def open_listener(host: str, port: int) -> socket.socket:
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise StartupError(f"cannot resolve daemon host {host!r} ({exc.strerror}): "
-                           "set [daemon] host in gflow.toml or GFLOW_DAEMON_HOST") from None
-    family, _, _, _, addr = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(addr)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise StartupError(f"port {port} on {host} is already in use: set [daemon] port "
-                               "in gflow.toml or GFLOW_DAEMON_PORT") from None
-        raise StartupError(f"cannot listen on {host}:{port} ({exc.strerror}): check "
-                           "[daemon] host and port") from None
-    sock.listen(1024)
-    sock.set_inheritable(False)
-    return sock
 
 
 def check_data_dir(paths) -> None:
@@ -223,6 +196,8 @@ class Master:
         self.workers = {name: Worker(name) for name in WORKERS}
         self.signals: list[int] = []
         self.listener: Optional[socket.socket] = None
+        self.unix_listener: Optional[socket.socket] = None
+        self.unix_path = None
         self.lock = LockFile(self.paths.lock_file)
         self.ctx: Optional[WorkerContext] = None
         self.overrides: Optional[dict] = None
@@ -239,13 +214,20 @@ class Master:
         daemon = self.config.daemon
         self.listener = open_listener(daemon.host, daemon.port)
         port = self.listener.getsockname()[1]
-        self.lock.update(host=daemon.host, port=port)
-        if daemon.host not in ("localhost", "127.0.0.1", "::1"):
-            log.warning("listening on %s: every user who can reach it can submit and cancel "
-                        "jobs (there is no authentication)", daemon.host)
+        self.unix_path = socket_path(self.config, self.paths, port)
+        if self.unix_path is not None:
+            self.unix_listener = open_unix_listener(self.unix_path)
+        self.lock.update(host=daemon.host, port=port,
+                         socket=str(self.unix_path) if self.unix_path else None)
+        if not is_loopback(self.listener.getsockname()[0]):
+            log.warning("listening on %s: callers from other hosts are anonymous (they may "
+                        "read, never change: see [security])", daemon.host)
+        try:
+            address = channel_address(self.paths.data_dir)   # in <data_dir>/run (0700)
+        except PermissionError as exc:
+            raise StartupError(f"{exc.strerror}") from None
         self.ctx = WorkerContext(
-            config=self.config, env=self.env,
-            address="\0gflowd-hub-" + channel_token(self.paths.data_dir),
+            config=self.config, env=self.env, address=address,
             authkey=os.urandom(32), log_level=self.log_level, gpus_from_cli=self.gpus_from_cli,
             started_at=self.started_at, log_file=self.log_file, log_follow=self.log_follow)
 
@@ -254,7 +236,7 @@ class Master:
         reader, writer = self.mp.Pipe(duplex=False)
         args: tuple = (self.ctx,)
         if name == "api":
-            args = (self.ctx, self.listener)
+            args = (self.ctx, self.listener, self.unix_listener)
         proc = self.mp.Process(target=_worker_target(name), args=args,
                                kwargs={"ready": writer}, name=name, daemon=False)
         proc.start()
@@ -396,6 +378,7 @@ class Master:
             self.stop_worker(self.workers[name])
         if self.listener is not None:
             self.listener.close()
+        remove_unix_socket(self.unix_listener, self.unix_path)
         log.info("gflowd stopped")
         return code
 

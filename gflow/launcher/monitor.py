@@ -1,22 +1,24 @@
-"""The per-job monitor: runs one job in its own process group and records how it ended.
+"""The per-job monitor: runs one job in its own process group and records how it ended."""
 
-Started by the launcher as `python -m gflow.launcher.monitor <spec.json>` in a new
-session, it outlives the launcher and the whole daemon: the `<id>.status` file it
-writes when the job's main process ends is the truth about the job's end, read by
-whichever launcher is alive then. It imports only the standard library, so it starts
-fast.
-
-The monitor is a child subreaper (PR_SET_CHILD_SUBREAPER): a process of the job whose
-parent dies (a double fork, `setsid cmd &`) is re-parented to the monitor, not to
-init, so the launcher finds the whole job as the monitor's descendants and a stop
-leaves nothing behind. Once the main process has ended and the status is written, the
-monitor stays only while such leftovers live, reaping them.
-"""
+# Started by the launcher as `python -m gflow.launcher.monitor <spec.json>` in a new
+# session, it outlives the launcher and the whole daemon: the `<id>.status` file it
+# writes when the job's main process ends is the truth about the job's end, read by
+# whichever launcher is alive then. It imports only the standard library (and gflow's
+# stdlib-only helpers beside it), so it starts fast.
+#
+# The monitor is a child subreaper (PR_SET_CHILD_SUBREAPER): a process of the job whose
+# parent dies (a double fork, `setsid cmd &`) is re-parented to the monitor, not to
+# init, so the launcher finds the whole job as the monitor's descendants and a stop
+# leaves nothing behind. Once the main process has ended and the status is written, the
+# monitor stays only while such leftovers live, reaping them.
+#
+# A job run as another account (`run_as_user`, root daemon only): the monitor stays root,
+# so the job can neither kill it nor forge its status file; only the job's child drops
+# privileges before exec (see gflow.launcher.runas), as Slurm's slurmstepd does.
 
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import signal
 import socket
@@ -24,16 +26,8 @@ import subprocess
 import sys
 import time
 
-
-def write_json_atomic(path: str, data: dict) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, json.dumps(data).encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
+from gflow.launcher import cgroup, runas, safefs
+from gflow.launcher.safefs import write_json_atomic
 
 
 def process_start_time(pid: int) -> float | None:
@@ -93,9 +87,17 @@ def notify(address: str | None, job_id: int) -> None:
     """Tell the launcher at once; if none is listening, it reads the status file later."""
     if not address:
         return
+    data = str(job_id).encode()
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            s.sendto(str(job_id).encode(), address.encode("latin-1"))
+            if address.startswith("\0"):
+                s.sendto(data, address.encode("latin-1"))
+            elif len(os.fsencode(address)) < 108:
+                s.sendto(data, address)
+            else:
+                from gflow.identity import reachable  # only for a path too long for sun_path
+                with reachable(address) as where:
+                    s.sendto(data, where)
     except OSError:
         pass
 
@@ -104,9 +106,50 @@ def _ignore(_signum, _frame) -> None:
     pass
 
 
+def _say(fd: int, line: str) -> None:
+    try:
+        os.write(fd, (line + "\n").encode())
+    except OSError:
+        pass
+
+
+def enter_job_cgroup(spec: dict) -> tuple:
+    """(the job's cgroup, the cgroup to come back to), with this monitor inside the job's
+    for the moment of the fork, so that the job starts in it; (None, None) when there is
+    none or it cannot be set up (the launcher then samples the job's memory)."""
+    base = spec.get("cgroup_base")
+    if not base:
+        return None, None
+    path = None
+    try:
+        home = cgroup.own_cgroup(os.path.dirname(base))
+        if home is None:
+            return None, None
+        path = cgroup.create_job_cgroup(base, spec["id"], spec.get("memory_limit_mb"),
+                                        spec.get("pids_max") or cgroup.PIDS_MAX)
+        cgroup.enter(path)
+        return path, home
+    except OSError:
+        if path is not None:
+            cgroup.remove(path)
+        return None, None
+
+
+def leave_job_cgroup(home: str | None) -> None:
+    # The monitor must not stay in the job's cgroup: it would share the job's memory
+    # limit, and memory.oom.group would kill it with the job.
+    if home is not None:
+        try:
+            cgroup.enter(home)
+        except OSError:
+            pass
+
+
 def main(argv: list[str]) -> int:
-    with open(argv[1]) as f:
-        spec = json.load(f)
+    spec = safefs.read_json(argv[1])
+    if not isinstance(spec, dict):
+        print(f"gflow monitor: cannot read the job spec {argv[1]}", file=sys.stderr)
+        return 2
     job_id = spec["id"]
     try:
         os.environ.setdefault("SPT_NOENV", "1")    # keep /proc/<pid>/environ readable
@@ -132,26 +175,74 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, forward)
     become_subreaper()
     status = {"id": job_id, "exit_code": None, "signal": None, "detail": None}
-    log_fd = os.open(spec["log_path"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        proc = subprocess.Popen(
-            spec["argv"], cwd=spec["cwd"], env=spec["env"], stdin=subprocess.DEVNULL,
-            stdout=log_fd, stderr=subprocess.STDOUT, process_group=0, close_fds=True)
-    except OSError as exc:
-        os.write(log_fd, f"gflow: could not start job {job_id}: {exc}\n".encode())
-        status.update(exit_code=127, detail=f"could not start: {exc.strerror or exc}",
-                      finished_at=time.time())
+
+    def finish(**fields) -> int:
+        status.update(fields, finished_at=time.time())
         write_json_atomic(spec["status_path"], status)
         notify(spec.get("notify"), job_id)
         return 0
-    finally:
+
+    try:
+        account = runas.target_account(spec.get("run_as_user"))
+        refused = None
+    except runas.Refused as exc:
+        account, refused = None, str(exc)
+    try:
+        log_fd = safefs.open_job_log(spec["log_path"],
+                                     group=account.pw_gid if account else None)
+    except safefs.UnsafeFile as exc:
+        return finish(detail=str(exc))
+    except OSError as exc:
+        return finish(detail=f"could not open the job's log {spec['log_path']}: "
+                             f"{exc.strerror or exc}")
+    if refused:
+        _say(log_fd, f"gflow: job {job_id} not started: {refused}")
         os.close(log_fd)
+        return finish(detail=refused)
+
+    options: dict = dict(cwd=spec["cwd"], env=runas.job_environment(spec["env"], account),
+                         stdin=subprocess.DEVNULL, stdout=log_fd, stderr=subprocess.STDOUT,
+                         process_group=0, close_fds=True)
+    if isinstance(spec.get("umask"), int):
+        options["umask"] = spec["umask"]
+    errors_r = errors_w = None
+    if account is not None:
+        errors_r, errors_w = os.pipe()
+        options.update(runas.popen_identity(account, spec["cwd"], errors_w))
+    job_cgroup, home_cgroup = enter_job_cgroup(spec)
+    try:
+        proc = subprocess.Popen(spec["argv"], **options)
+    except (OSError, subprocess.SubprocessError) as exc:
+        leave_job_cgroup(home_cgroup)
+        home_cgroup = None
+        if job_cgroup:
+            cgroup.remove(job_cgroup)
+        if errors_w is not None:
+            os.close(errors_w)
+            errors_w = None
+        reason = os.read(errors_r, 256).decode(errors="replace") if errors_r is not None else ""
+        if isinstance(exc, subprocess.SubprocessError) and reason:
+            # Only the preexec chdir reports through the pipe: the run directory.
+            detail = (f"cannot enter the run directory {spec['cwd']} as "
+                      f"{account.pw_name}: {reason}")
+            _say(log_fd, f"gflow: job {job_id} not started: {detail}")
+            return finish(detail=detail)
+        _say(log_fd, f"gflow: could not start job {job_id}: {exc}")
+        return finish(exit_code=127,
+                      detail=f"could not start: {getattr(exc, 'strerror', None) or exc}")
+    finally:
+        leave_job_cgroup(home_cgroup)
+        os.close(log_fd)
+        for fd in (errors_r, errors_w):
+            if fd is not None:
+                os.close(fd)
     child.append(proc)
     write_json_atomic(spec["pid_path"], {
         "id": job_id, "monitor_pid": os.getpid(),
         "monitor_start": process_start_time(os.getpid()),
         "job_pid": proc.pid, "job_start": process_start_time(proc.pid),
-        "started_at": time.time()})
+        "started_at": time.time(), "cgroup": job_cgroup,
+        "uid": account.pw_uid if account else os.geteuid()})
     rc = wait_for(proc.pid)
     proc.returncode = rc
     if rc < 0:
@@ -163,10 +254,12 @@ def main(argv: list[str]) -> int:
         status.update(exit_code=128 + sig, signal=sig, detail=f"killed by {name}")
     else:
         status.update(exit_code=rc)
-    status["finished_at"] = time.time()
-    write_json_atomic(spec["status_path"], status)
-    notify(spec.get("notify"), job_id)
+    if job_cgroup and spec.get("memory_limit_mb") and cgroup.oom_kills(job_cgroup):
+        status["detail"] = cgroup.oom_detail(spec["memory_limit_mb"])
+    finish()
     reap_leftovers()
+    if job_cgroup:
+        cgroup.remove(job_cgroup)
     return 0
 
 

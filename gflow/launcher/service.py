@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import re
@@ -18,7 +17,9 @@ from typing import Optional
 
 import psutil
 
-from gflow.ipc import HubClient
+from gflow.identity import reachable
+from gflow.ipc import HubClient, channel_address, unlink_socket
+from gflow.launcher import cgroup, runas, safefs, strays
 from gflow.workerproc import (WorkerContext, hold_worker_lock, setup_worker, signal_ready,
                               stop_event_on)
 
@@ -28,6 +29,10 @@ PARAM_RE = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*)\}")
 POLL_SECS = 0.5
 # A monitor writes its pid file within milliseconds; give a slow machine ample time.
 MONITOR_START_GRACE_SECS = 15.0
+# A job whose monitor vanished is reported only once its processes are gone (its GPUs
+# are in use until then); one that cannot be killed (EPERM, stuck in the kernel) for
+# this long is reported anyway, naming what is left.
+STRAY_KILL_SECS = 60.0
 # Variables that describe the submitter's session, not the job: never copied into it.
 _SESSION_VARS = {"GFLOW_JOB_ID", "GFLOW_ARRAY_TASK_ID", "CUDA_VISIBLE_DEVICES",
                  "CUDA_DEVICE_ORDER"}
@@ -91,19 +96,27 @@ class Tracked:
     monitor_pid: Optional[int] = None
     monitor_start: Optional[float] = None
     job_pid: Optional[int] = None
+    job_start: Optional[float] = None
     pending_signal: Optional[tuple] = None         # (signame, grace) waiting for the pid file
     kill_deadline: Optional[float] = None
     # Every process seen in the job's tree (psutil.Process: safe against pid reuse).
     tree: dict = field(default_factory=dict)
     reported: Optional[dict] = None                  # the exit info we sent
     next_memory_check: float = 0.0
+    cgroup: Optional[str] = None                     # the job's cgroup v2, if it has one
+    uid: Optional[int] = None                        # the account the job runs as
+    strays_since: Optional[float] = None             # monitor gone: killing what is left
+    strays_found: int = 0
 
 
 class Launcher:
-    def __init__(self, paths, config, notify_address: str):
+    def __init__(self, paths, config, notify_address: str,
+                 cgroup_base: Optional[str] = None):
         self.paths = paths
         self.config = config
         self.notify_address = notify_address
+        # Where job cgroups go (cgroup.detect()); None: memory limits are sampled.
+        self.cgroup_base = cgroup_base
         self.jobs: dict[int, Tracked] = {}
         self.lock = threading.RLock()
         self.channel: Optional[HubClient] = None
@@ -140,26 +153,39 @@ class Launcher:
         tracked = Tracked(spec=spec, launched_at=time.time())
         self.jobs[job_id] = tracked
         try:
+            # None: the job runs as gflowd's own account, as every job did before.
+            account = runas.target_account(spec.get("run_as_user"))
+        except runas.Refused as exc:
+            log.error("job %d refused: %s", job_id, exc)
+            self.report(job_id, {"exit_code": None, "detail": str(exc),
+                                 "finished_at": time.time()})
+            return
+        tracked.uid = account.pw_uid if account else os.geteuid()
+        try:
             os.makedirs(self.paths.logs_dir, mode=0o700, exist_ok=True)
             # The log exists from the start (`gjob log -f` may open it before the
             # monitor runs); the monitor appends to it. Ids are never reused, so this
-            # never touches an earlier job's log.
-            os.close(os.open(files["log_path"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+            # never touches an earlier job's log. Never through a planted symlink.
+            os.close(safefs.open_job_log(files["log_path"],
+                                         group=account.pw_gid if account else None))
             argv = build_argv(spec)
             monitor_spec = {
                 "id": job_id, "argv": argv, "cwd": spec.get("run_dir") or "/",
-                "env": build_env(spec, self.base_env), "notify": self.notify_address, **files}
-            tmp = files["spec_path"] + ".tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump(monitor_spec, f)
-            os.rename(tmp, files["spec_path"])
+                "env": build_env(spec, self.base_env), "notify": self.notify_address,
+                "run_as_user": account.pw_name if account else None,
+                "umask": spec.get("umask"), "memory_limit_mb": spec.get("memory_limit_mb"),
+                "cgroup_base": self.cgroup_base, "pids_max": cgroup.PIDS_MAX, **files}
+            safefs.write_json_atomic(files["spec_path"], monitor_spec)
             tracked.popen = subprocess.Popen(
                 [sys.executable, "-m", "gflow.launcher.monitor", files["spec_path"]],
                 start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, close_fds=True)
             tracked.monitor_pid = tracked.popen.pid
             log.debug("job %d launched monitor_pid=%d", job_id, tracked.monitor_pid)
+        except safefs.UnsafeFile as exc:
+            log.error("job %d refused: %s", job_id, exc)
+            self.report(job_id, {"exit_code": None, "detail": str(exc),
+                                 "finished_at": time.time()})
         except (LaunchError, OSError) as exc:
             log.error("job %d could not be started: %s", job_id, exc)
             self.report(job_id, {"exit_code": None, "detail": f"could not start: {exc}",
@@ -195,10 +221,8 @@ class Launcher:
         self.check_all()
 
     def _load_pidfile(self, job_id: int, tracked: Tracked) -> bool:
-        try:
-            with open(self._files(job_id)["pid_path"]) as f:
-                info = json.load(f)
-        except (OSError, ValueError):
+        info = safefs.read_json(self._files(job_id)["pid_path"])
+        if not isinstance(info, dict):
             return False
         if tracked.job_pid is None and tracked.popen is not None and info.get("job_pid"):
             log.info("job %d started pid=%s gpus=%s monitor_pid=%s", job_id, info["job_pid"],
@@ -207,6 +231,10 @@ class Launcher:
         tracked.monitor_pid = info.get("monitor_pid")
         tracked.monitor_start = info.get("monitor_start")
         tracked.job_pid = info.get("job_pid")
+        tracked.job_start = info.get("job_start")
+        tracked.cgroup = info.get("cgroup")
+        if info.get("uid") is not None:
+            tracked.uid = info["uid"]
         self._collect_tree(tracked)
         return True
 
@@ -277,11 +305,21 @@ class Launcher:
         if tracked.job_pid is not None and tracked.job_pid not in procs:
             try:
                 root = psutil.Process(tracked.job_pid)
-                procs[root.pid] = root
-                for p in root.children(recursive=True):
-                    procs.setdefault(p.pid, p)
+                if tracked.job_start is None or abs(root.create_time()
+                                                    - tracked.job_start) <= 1.0:
+                    procs[root.pid] = root       # (else the pid names someone else now)
+                    for p in root.children(recursive=True):
+                        procs.setdefault(p.pid, p)
             except psutil.Error:
                 pass
+        if tracked.cgroup:
+            # The kernel's list: it holds even processes whose monitor is gone.
+            for pid in cgroup.processes(tracked.cgroup):
+                if pid not in procs and pid != tracked.monitor_pid:
+                    try:
+                        procs[pid] = psutil.Process(pid)
+                    except psutil.Error:
+                        pass
         return list(procs.values())
 
     def _collect_tree(self, tracked: Tracked) -> None:
@@ -291,7 +329,12 @@ class Launcher:
 
     def _kill_tree(self, tracked: Tracked) -> None:
         self._collect_tree(tracked)
-        if tracked.job_pid is not None:
+        if tracked.cgroup:
+            cgroup.kill_all(tracked.cgroup)
+        # The job's group, only while one of its known processes is in it: an empty
+        # group's id may name a stranger's group by now.
+        if tracked.job_pid is not None and strays.in_group(tracked.job_pid,
+                                                           tracked.tree.values()):
             try:
                 os.killpg(tracked.job_pid, signal.SIGKILL)
             except OSError:
@@ -321,7 +364,7 @@ class Launcher:
             signame, grace = tracked.pending_signal
             tracked.pending_signal = None
             self.signal(job_id, signame, grace)
-        status = _read_json(self._files(job_id)["status_path"])
+        status = safefs.read_json(self._files(job_id)["status_path"])
         if status is not None:
             if tracked.kill_deadline is not None:
                 self._kill_tree(tracked)  # leftovers of a stopped job die with it
@@ -335,16 +378,14 @@ class Launcher:
         elif tracked.kill_deadline is not None:
             self._collect_tree(tracked)   # children forked while it shuts down die too
         if not self.monitor_alive(tracked):
-            status = _read_json(self._files(job_id)["status_path"])  # it may just have ended
+            status = safefs.read_json(self._files(job_id)["status_path"])  # just ended?
             if status is not None:
                 self.report(job_id, status)
             elif tracked.monitor_pid is None and now - tracked.launched_at < MONITOR_START_GRACE_SECS:
                 pass
             else:
-                self.report(job_id, {"exit_code": None, "finished_at": now,
-                                     "detail": "the job's monitor vanished without "
-                                               "recording an exit status"})
-        elif (tracked.spec.get("memory_limit_mb") and tracked.job_pid
+                self._monitor_vanished(job_id, tracked, now)
+        elif (tracked.spec.get("memory_limit_mb") and tracked.job_pid and not tracked.cgroup
               and now >= tracked.next_memory_check):
             tracked.next_memory_check = now + self.config.launcher.memory_poll_secs
             self._check_memory(job_id, tracked)
@@ -366,6 +407,58 @@ class Launcher:
             tracked.kill_deadline = time.time() + 5.0
             tracked.spec["memory_detail"] = (f"killed: memory {rss_mb} MB over the "
                                              f"{limit} MB limit")
+
+    # --- a monitor that vanished (killed: by the job itself, `kill -9 $PPID`) ------------
+
+    def _monitor_vanished(self, job_id: int, tracked: Tracked, now: float) -> None:
+        """Nobody will record this job's end: kill whatever is left of it first (its
+        GPUs are in use until then), and report it only once nothing is left."""
+        found = {p.pid: p for p in self.job_processes(tracked)}
+        found.update((pid, p) for pid, p in tracked.tree.items() if pid not in found)
+        started = tracked.monitor_start or tracked.launched_at
+        if started >= psutil.boot_time() - 1.0:     # else nothing of it survived a reboot
+            # The monitor's session id is its pid: trusted only when we just reaped
+            # the monitor ourselves (its pid was ours until then) and nobody has it now.
+            session = (tracked.monitor_pid if tracked.popen is not None
+                       and tracked.monitor_pid and not psutil.pid_exists(tracked.monitor_pid)
+                       else None)
+            uid, env = self._fingerprint(tracked)
+            strays.scan(found, since=started - 1.0, session=session, uid=uid, env=env)
+        procs = list(found.values())
+        if tracked.strays_since is None:
+            tracked.strays_since, tracked.strays_found = now, len(procs)
+            if procs:
+                log.warning("job %d: its monitor vanished; killing its %d processes",
+                            job_id, len(procs))
+        if tracked.job_pid is not None and strays.in_group(tracked.job_pid, procs):
+            try:
+                os.killpg(tracked.job_pid, signal.SIGKILL)
+            except OSError:
+                pass
+        if tracked.cgroup:
+            cgroup.kill_all(tracked.cgroup)
+        strays.kill(procs)
+        left = strays.still_running(procs)
+        if left and now - tracked.strays_since < STRAY_KILL_SECS:
+            return                   # the next check looks again (and kills new forks)
+        if tracked.cgroup:
+            cgroup.remove(tracked.cgroup)
+        code = tracked.popen.poll() if tracked.popen is not None else None
+        self.report(job_id, {"exit_code": None, "finished_at": now,
+                             "detail": strays.vanished_detail(code, tracked.strays_found,
+                                                              left)})
+
+    def _fingerprint(self, tracked: Tracked) -> tuple:
+        """(uid, environment) the job was started with: how `strays.scan` recognises
+        its processes that left the monitor's session."""
+        try:
+            account = runas.target_account(tracked.spec.get("run_as_user"))
+        except runas.Refused:
+            return None, None
+        env = runas.job_environment(build_env(tracked.spec, self.base_env), account)
+        uid = tracked.uid if tracked.uid is not None else (
+            account.pw_uid if account else os.geteuid())
+        return uid, env
 
     def check_all(self) -> None:
         for job_id in list(self.jobs):
@@ -420,14 +513,6 @@ def _log_exit(job_id: int, tracked: Tracked, info: dict) -> None:
     log.info("job %d exited %s", job_id, fields)
 
 
-def _read_json(path: str) -> Optional[dict]:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
 def _mtime(path: str) -> float:
     try:
         return os.path.getmtime(path)
@@ -436,18 +521,26 @@ def _mtime(path: str) -> float:
 
 
 def notify_address(data_dir) -> str:
-    import hashlib
-    digest = hashlib.sha1(str(data_dir).encode()).hexdigest()[:16]
-    return "\0gflowd-notify-" + digest
+    """`<data_dir>/run/notify.sock`: monitors send a job's id there when it ends. In the
+    daemon's private directory, not the abstract namespace, where any account could take
+    the name first (or send us datagrams)."""
+    return channel_address(data_dir, "notify")
 
 
 def bind_notify_socket(address: str, timeout: float = 10.0) -> socket.socket:
-    """The predecessor's socket may outlive its lock by a moment while it exits."""
+    """The predecessor's socket may outlive its lock by a moment while it exits (an
+    abstract name); a socket file a killed predecessor left is ours to replace: the
+    caller holds the launcher lock, so no other launcher is using it."""
     deadline = time.monotonic() + timeout
     while True:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
-            sock.bind(address.encode("latin-1"))
+            if address.startswith("\0"):
+                sock.bind(address.encode("latin-1"))
+            else:
+                unlink_socket(address)
+                with reachable(address) as where:
+                    sock.bind(where)
             return sock
         except OSError as exc:
             sock.close()
@@ -464,7 +557,10 @@ def main(ctx: WorkerContext, ready=None) -> None:
     hold_worker_lock(paths.data_dir / "launcher.lock")
     address = notify_address(paths.data_dir)
     sock = bind_notify_socket(address)
-    launcher = Launcher(paths, ctx.config, address)
+    cgroup_base = cgroup.detect(instance=cgroup.instance_name(paths.data_dir))
+    log.info("memory limits: %s", f"cgroup v2 under {cgroup_base}" if cgroup_base
+             else "sampled every [launcher] memory_poll_secs (no usable cgroup v2)")
+    launcher = Launcher(paths, ctx.config, address, cgroup_base=cgroup_base)
     threading.Thread(target=launcher.serve_notifications, args=(sock,), daemon=True,
                      name="notify").start()
     launcher.channel = HubClient(ctx.address, ctx.authkey, "launcher", launcher.on_message)

@@ -116,6 +116,7 @@ class SchedulerLoop:
         for peer, msg in batch:
             self._dispatch(peer, msg, replies)
         self._tick()
+        core = self.core        # a failed request may have replaced it (_discard_batch)
         if core.pass_wanted:
             core.run_pass()
         self._commit_and_flush(replies)
@@ -126,7 +127,10 @@ class SchedulerLoop:
         core = self.core
         kind = msg[0]
         if kind == "req":
-            _, corr, op, payload = msg
+            # ("req", corr, op, payload, caller): the API worker always sends the
+            # verified caller; a request without one is anonymous.
+            _, corr, op, payload = msg[:4]
+            caller = msg[4] if len(msg) > 4 and msg[4] is not None else {}
             if self.commit_failed and op in core.MUTATING:
                 # The journal could not be written: refuse changes rather than
                 # acknowledge something that might not survive a crash.
@@ -136,10 +140,12 @@ class SchedulerLoop:
                              "changes are refused until it can")))
                     return
             try:
-                rep = core.handle(op, payload)
+                rep = core.handle(op, payload, caller)
             except Exception:
                 log.exception("request %s failed", op)
                 rep = error(500, f"internal error handling {op}")
+                if op in core.MUTATING:
+                    self._discard_batch(replies, op)
             replies.append((peer, corr, op, rep))
         elif kind == "connected":
             if msg[1] == "launcher":
@@ -207,20 +213,47 @@ class SchedulerLoop:
     def _rollback(self) -> None:
         """Forget what could not be made durable: rebuild the core from disk, so nothing a
         client was refused (or never heard about) can appear later."""
+        new = self._reload("after a failed commit")
+        self.retry_at = time.monotonic() + 1.0
+        log.warning("rolled back to the state on disk (%d jobs); changes are refused until "
+                    "the journal can be written", len(new.jobs))
+
+    def _reload(self, why: str) -> SchedulerCore:
+        """The core rebuilt from disk, without the batch's uncommitted records."""
         old = self.core
-        old.store.close()                       # drops the records that failed
+        old.store.close()                       # drops the records not yet committed
         try:
             new = self.load_core()
         except Exception:
-            log.exception("could not reload the state after a failed commit")
+            log.exception("could not reload the state %s", why)
             raise
         new.event_streams, new.webhooks_on = old.event_streams, old.webhooks_on
         self.core = new
-        self.retry_at = time.monotonic() + 1.0
         # Exit reports handled in the lost batch are asked for again.
         new.on_launcher_connected()
-        log.warning("rolled back to the state on disk (%d jobs); changes are refused until "
-                    "the journal can be written", len(new.jobs))
+        return new
+
+    def _discard_batch(self, replies, op: str) -> None:
+        """A change request raised half-way: what it changed so far may be in the core's
+        memory and in the journal's buffer, beside the uncommitted changes of the batch's
+        earlier requests. Keeping it could fail every later pass, encoding or commit (and
+        so the worker), so all of the batch's changes go: the core is rebuilt from disk,
+        and the earlier requests are told theirs was not made (each request takes effect
+        entirely or not at all; they may simply retry)."""
+        core = self.core
+        if self.load_core is None:      # tests that drive a bare loop
+            log.error("cannot undo the failed %s: no way to reload the state", op)
+            return
+        refusal = error(503, f"not made: the scheduler dropped the changes handled with a "
+                             f"failed request ({op}); retry")
+        replies[:] = [(peer, corr, o, refusal if o in core.MUTATING and rep[0] < 300 else rep)
+                      for peer, corr, o, rep in replies]
+        # A signal forwarded earlier in the batch changed no state: it still goes.
+        forwards = [cmd for cmd in core.launcher_outbox if cmd[0] == "forward"]
+        new = self._reload(f"after the failed {op}")
+        new.launcher_outbox.extend(forwards)
+        log.warning("dropped the changes of the batch with the failed %s: back to the state "
+                    "on disk (%d jobs)", op, len(new.jobs))
 
     def _commit_and_flush(self, replies) -> None:
         core = self.core

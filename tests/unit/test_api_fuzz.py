@@ -12,12 +12,12 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 
 from gflow.api.app import create_app  # noqa: E402
-from test_api_routes import CoreBridge, FakeClock, make_core  # noqa: E402
+from test_api_routes import CoreBridge, FakeClock, client_for, make_core  # noqa: E402
 
 _tmp = Path(tempfile.mkdtemp(prefix="gflow-fuzz-"))
 _core = make_core(_tmp, FakeClock())
 _app = create_app(CoreBridge(_core))
-_client = _app.test_client()
+_client = client_for(_app)
 for _ in range(3):   # some jobs and a reservation, so ids in range hit real objects
     _client.post("/jobs", json={"command": "x", "gpus": 9})
 # The event stream never ends by design; it has its own test.

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from gflow.api.app import create_app
 from gflow.config import load_config
 from gflow.gpu import GpuInventory
+from gflow.identity import caller_for_uid
 from gflow.ipc import RequestClient
 from gflow.paths import Paths
 from gflow.scheduler.core import SchedulerCore
@@ -30,8 +32,8 @@ class CoreBridge:
     def __init__(self, core: SchedulerCore):
         self.core = core
 
-    def request(self, op, payload=None, timeout=30):
-        reply = self.core.handle(op, payload)
+    def request(self, op, payload=None, timeout=30, caller=None):
+        reply = self.core.handle(op, payload, caller)
         self.core.store.commit()
         if self.core.pass_wanted:
             self.core.run_pass()
@@ -48,13 +50,26 @@ def make_core(tmp_path, clock, gpus="4", config_text=None):
     if config_text:
         cfg_path = home / "gflow.toml"
         cfg_path.write_text(config_text)
-    config = load_config(cfg_path, env={"HOME": str(home)})
+    # The lab-account mode: these tests name made-up owners ("alice", "bob").
+    config = load_config(cfg_path, env={"HOME": str(home), "GFLOW_RUN_AS": "daemon"})
     paths = Paths.from_env({"HOME": str(home)})
     core = SchedulerCore(store=Store(paths.data_dir, fsync=False),
                          gpu_inventory=GpuInventory(gpus), config=config, paths=paths,
                          clock=clock, total_memory_mb=65536)
     core.load()
     return core
+
+
+# Requests come from this test's own account, as from a `gflowd` owner's own client
+# (the daemon's account is an admin); tests of other callers set their own.
+OWN = caller_for_uid(os.getuid(), "unix").to_wire()
+
+
+def client_for(app, caller=OWN):
+    client = app.test_client()
+    if caller is not None:
+        client.environ_base["gflow.caller"] = caller
+    return client
 
 
 @pytest.fixture
@@ -70,7 +85,7 @@ def core(tmp_path, clock):
 @pytest.fixture
 def client(core):
     app = create_app(CoreBridge(core))
-    return app.test_client()
+    return client_for(app)
 
 
 def submit(client, **fields):
@@ -115,7 +130,8 @@ def test_submit_defaults_and_job_shape(client):
     keys = list(job)
     assert keys[:3] == ["id", "script", "command"] and keys[29] == "reason"
     assert keys[30:] == ["exit_code", "reason_detail"]
-    assert job["submitted_by"] == "unknown" and job["priority"] == 10
+    # The owner is the verified caller (0.4.13 wrote "unknown" for a body without one).
+    assert job["submitted_by"] == OWN["user"] and job["priority"] == 10
     assert job["state"] == "Running" and job["gpu_ids"] == []      # started by the pass
     assert set(job["submitted_at"]) == {"secs_since_epoch", "nanos_since_epoch"}
 
@@ -141,7 +157,7 @@ def test_submit_rejects_bad_bodies(client, body, status, needle):
 def test_body_size_limit(tmp_path, clock):
     core = make_core(tmp_path, clock)
     app = create_app(CoreBridge(core), max_body_bytes=2048)
-    resp = app.test_client().post("/jobs", data=b"{" + b" " * 4096 + b"}",
+    resp = client_for(app).post("/jobs", data=b"{" + b" " * 4096 + b"}",
                                   content_type="application/json")
     assert resp.status_code == 413
 
@@ -379,7 +395,7 @@ def test_metrics_and_debug(client):
 def test_project_policy(tmp_path, clock):
     core = make_core(tmp_path, clock, config_text='[projects]\nknown_projects = ["ml"]\n'
                                                   'require_project = true\n')
-    client = create_app(CoreBridge(core)).test_client()
+    client = client_for(create_app(CoreBridge(core)))
     resp = client.post("/jobs", json={"command": "x"})
     assert resp.status_code == 400 and "Project is required" in resp.get_json()["error"]
     resp = client.post("/jobs", json={"command": "x", "project": "cv"})
@@ -411,3 +427,37 @@ def test_openapi_validates_and_lists_every_route(client):
     for action in ("finish", "fail", "cancel", "hold", "release"):
         served.add((f"/jobs/{{id}}/{action}", "post"))
     assert served == documented
+
+
+def test_an_anonymous_caller_reads_but_never_changes(core):
+    anonymous = client_for(create_app(CoreBridge(core)), caller=None)
+    owner = client_for(create_app(CoreBridge(core)))
+    job_id = submit(owner)
+    assert anonymous.get("/jobs").status_code == 200
+    assert anonymous.get(f"/jobs/{job_id}").status_code == 200
+    for method, path, body in (("post", "/jobs", {"command": "x"}),
+                               ("post", f"/jobs/{job_id}/cancel", None),
+                               ("post", "/gpus", {"allowed_indices": [0]})):
+        resp = getattr(anonymous, method)(path, json=body)
+        assert resp.status_code == 403, (path, resp.data)
+        assert "anonymous callers may not change anything" in resp.get_json()["error"]
+    assert owner.get(f"/jobs/{job_id}").get_json()["state"] == "Running"
+
+
+def test_another_account_is_refused_with_one_sentence(core):
+    other = {"uid": 4242, "user": "mallory", "groups": ["mallory"], "via": "tcp"}
+    owner = client_for(create_app(CoreBridge(core)))
+    mallory = client_for(create_app(CoreBridge(core)), caller=other)
+    job_id = submit(owner)
+    owner_name = owner.get(f"/jobs/{job_id}").get_json()["submitted_by"]
+    for action in ("cancel", "hold", "finish", "fail"):
+        resp = mallory.post(f"/jobs/{job_id}/{action}")
+        assert resp.status_code == 403
+        assert resp.get_json()["error"] == (
+            f"job {job_id} belongs to {owner_name}; only {owner_name} or a gflow admin may "
+            f"{action} it")
+    resp = mallory.get(f"/jobs/{job_id}?env=1")
+    assert resp.status_code == 403
+    resp = mallory.post("/jobs", json={"command": "x", "submitted_by": owner_name})
+    assert resp.status_code == 403 and "only a gflow admin may submit jobs as" in resp.data.decode()
+    assert owner.get(f"/jobs/{job_id}").get_json()["state"] == "Running"

@@ -37,7 +37,7 @@ class FakeScheduler:
         except queue.Empty:
             return
         if msg[0] == "req":
-            _, corr, op, payload = msg
+            _, corr, op, payload = msg[:4]      # then the caller (gflow.identity)
             self.received.append(payload)
             if self.answer:
                 self.handled.append(payload)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, request
 
+from gflow.api.limits import check_job
 from gflow.api.replies import ApiError, ask, empty, respond
 from gflow.api.routes.params import comma_list, json_body, path_u32, query_int, query_uint
 from gflow.models import JobState
@@ -40,6 +41,7 @@ def submit():
     body = json_body()
     if not isinstance(body, dict):
         raise ApiError(400, {"error": "expected a JSON object (a job)"})
+    check_job(body)
     return respond(*ask("submit", body))
 
 
@@ -48,6 +50,8 @@ def submit_batch():
     body = json_body()
     if not isinstance(body, list):
         raise ApiError(400, {"error": "expected a JSON array of jobs"})
+    for i, job in enumerate(body):
+        check_job(job, f"job {i + 1} of the batch")
     return respond(*ask("submit_batch", body))
 
 
@@ -76,6 +80,7 @@ def update_job(raw_id: str):
     body = json_body()
     if not isinstance(body, dict):
         raise ApiError(400, {"error": "expected a JSON object of fields to update"})
+    check_job(body)
     return respond(*ask("update", {"id": job_id, "changes": body}))
 
 
