@@ -30,6 +30,10 @@ class Untrusted(ConnectionFailed):
     """The process on the other end is not the daemon this client trusts."""
 
 
+class NotGflowd(ConnectionFailed):
+    """Something other than gflowd answered (a web server's HTML page, say)."""
+
+
 class _Disconnected(Exception):
     """The server closed a kept-alive connection before answering."""
 
@@ -254,6 +258,12 @@ class Client:
                 self.close()
                 raise
         ctype = resp_headers.get("content-type", "")
+        head = raw[:64].lstrip().lower()
+        if head.startswith(b"<") and ("html" in ctype.lower()
+                                      or head.startswith((b"<!doctype html", b"<html"))):
+            # gflowd never answers with markup (its empty replies may say text/html);
+            # printing a web server's page helps no one
+            raise NotGflowd(f"{self.address} answered with HTML: is it gflowd?")
         parsed: Any = raw.decode("utf-8", "replace")
         if "json" in ctype and raw:
             try:

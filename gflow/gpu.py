@@ -74,6 +74,20 @@ def parse_fake_spec(text: str) -> tuple[int, int]:
     return count, memory_mb
 
 
+def check_fake_gpus(env) -> str | None:
+    """The one-line reason GFLOW_FAKE_GPUS in `env` is unusable, or None when it is unset,
+    empty or valid. The master calls this before starting workers: a scheduler worker
+    that raised on it would be restarted again and again before the daemon gave up."""
+    text = (env or {}).get("GFLOW_FAKE_GPUS")
+    if text is None or str(text).strip() == "":
+        return None
+    try:
+        parse_fake_spec(text)
+    except ParseError as exc:
+        return str(exc)
+    return None
+
+
 def _nvml_error_text(exc: BaseException) -> str:
     try:
         text = str(exc)

@@ -8,9 +8,11 @@ target) pair is delivered again, so delivery is at least once and each payload
 carries an `event_id` (also sent as the `X-Gflow-Event-Id` header) for de-duplication.
 Retries: 5xx, 429 (honouring `Retry-After`), timeouts and connection errors are
 retried with exponential backoff (1, 2, 4 ... 30 s); other 4xx are not (0.4.13 retries
-them, spec/scheduler.md W21). A pending retry holds no concurrency permit. Deliveries
-run concurrently, so a receiver may see events out of order: use `timestamp` (and the
-job's state) rather than arrival order.
+them, spec/scheduler.md W21). A pending retry holds no concurrency permit. One job's
+events reach each target in the order they happened: per (target, job) they form a lane,
+and only a lane's oldest undelivered event is in flight or waiting to be retried (a
+receiver that failed on `job_submitted` gets it again before `job_started`). Different
+jobs, reservations and targets are delivered concurrently.
 """
 
 from __future__ import annotations
@@ -231,10 +233,14 @@ class Notifier:
         self._stop = False
         self.sent = 0
         self._pending_queue: list = []
+        # (target, ("job", id)) -> event ids not yet delivered, oldest first; only the
+        # head is ever scheduled. Events of no job have no lane (no order to keep).
+        self._lanes: dict[tuple, list[str]] = {}
+        self._lane_of: dict[tuple[str, int], tuple] = {}
         self._thread = threading.Thread(target=self._run, name="notifier", daemon=True)
         self._thread.start()
-        for (event_id, target) in list(outbox.pending):
-            self._schedule(event_id, target, 0, time.monotonic())
+        # The outbox keeps events in the order they were recorded.
+        self._enqueue(list(outbox.pending), time.monotonic())
 
     @property
     def active(self) -> bool:
@@ -250,10 +256,41 @@ class Notifier:
 
     def flush(self) -> None:
         """After the outbox commit: hand the batch's deliveries to the worker thread."""
-        now = time.monotonic()
         queued, self._pending_queue = self._pending_queue, []
-        for event_id, target in queued:
+        self._enqueue(queued, time.monotonic())
+
+    @staticmethod
+    def _lane(payload: Optional[dict], target: int) -> Optional[tuple]:
+        job = (payload or {}).get("job")
+        if isinstance(job, dict) and "id" in job:
+            return (target, ("job", job["id"]))
+        return None
+
+    def _enqueue(self, pairs: list, now: float) -> None:
+        for event_id, target in pairs:
+            lane = self._lane(self.outbox.pending.get((event_id, target)), target)
+            with self._cond:
+                if lane is not None:
+                    self._lane_of[(event_id, target)] = lane
+                    waiting = self._lanes.setdefault(lane, [])
+                    waiting.append(event_id)
+                    if len(waiting) > 1:
+                        continue        # sent when the events before it are done
             self._schedule(event_id, target, 0, now)
+
+    def _done(self, event_id: str, target: int) -> None:
+        """A delivery succeeded or was given up: the next event of its lane may go."""
+        with self._cond:
+            lane = self._lane_of.pop((event_id, target), None)
+            waiting = self._lanes.get(lane) if lane is not None else None
+            if not waiting or waiting[0] != event_id:
+                return
+            waiting.pop(0)
+            if not waiting:
+                del self._lanes[lane]
+                return
+            following = waiting[0]
+        self._schedule(following, target, 0, time.monotonic())
 
     def _schedule(self, event_id: str, target: int, attempt: int, due: float) -> None:
         with self._cond:
@@ -277,15 +314,18 @@ class Notifier:
     def _deliver(self, item: _Attempt) -> None:
         try:
             payload = self.outbox.pending.get((item.event_id, item.target))
-            if payload is None:
-                return
-            target = self.targets[item.target]
-            status, retry_after, error = post_json(target, payload)
+            if payload is not None:
+                target = self.targets[item.target]
+                status, retry_after, error = post_json(target, payload)
         finally:
             self._slots.release()
+        if payload is None:                  # acknowledged meanwhile: nothing to send
+            self._done(item.event_id, item.target)
+            return
         if status is not None and 200 <= status < 300:
             self.sent += 1
             self.outbox.ack(item.event_id, item.target)
+            self._done(item.event_id, item.target)
             return
         retriable = status is None or status >= 500 or status == 429
         if not retriable or item.attempt >= target.max_retries:
@@ -293,6 +333,7 @@ class Notifier:
                         target.url, payload["event"], item.event_id, item.attempt + 1,
                         error or f"HTTP {status}")
             self.outbox.ack(item.event_id, item.target)
+            self._done(item.event_id, item.target)
             return
         delay = min(2 ** item.attempt, 30)
         if retry_after is not None:

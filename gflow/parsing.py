@@ -10,7 +10,8 @@ from typing import Iterable, Optional, Union
 from gflow.errors import ParseError
 
 __all__ = [
-    "parse_time_limit", "format_duration", "parse_memory_mb", "format_memory",
+    "parse_time_limit", "parse_job_time_limit", "format_duration", "parse_memory_mb",
+    "parse_job_memory_mb", "format_memory",
     "parse_id_list", "parse_gpu_spec", "parse_job_ref", "is_shorthand", "parse_since",
     "parse_array", "parse_param", "shell_escape", "shell_join", "parse_duration_spec",
     "MAX_ID_LIST_ITEMS", "MAX_PARAM_VALUES",
@@ -114,6 +115,23 @@ def parse_time_limit(text: str) -> int:
     return total
 
 
+def parse_job_time_limit(text: str) -> int:
+    """parse_time_limit for a job, refusing limits no job can live with (ours, issue 23).
+
+    0.4.13 took `0` (an instant Timeout) and `25:99:99` (minutes or seconds over 59);
+    minutes stay unbounded in `MM:SS` (`90:00`) and hours in `HH:MM:SS`.
+    """
+    secs = parse_time_limit(text)
+    parts = text.split(":")
+    if len(parts) == 3 and (int(parts[1]) > 59 or int(parts[2]) > 59):
+        raise _fail("minutes and seconds must be 0-59 in HH:MM:SS (e.g. 25:30:00)")
+    if len(parts) == 2 and int(parts[1]) > 59:
+        raise _fail("seconds must be 0-59 in MM:SS (90 minutes: 90:00 or 1:30:00)")
+    if secs == 0:
+        raise _fail("a time limit must be at least 1 second (leave it out for no limit)")
+    return secs
+
+
 def format_duration(secs: float) -> str:
     """`HH:MM:SS`, zero padded, hours unbounded (`25:00:00`); negatives show as zero."""
     try:
@@ -150,6 +168,16 @@ def parse_memory_mb(text: str) -> int:
                         e.cause) from None
     if mb > U64_MAX:
         raise _fail("Memory limit too large", _TOO_LARGE)
+    return mb
+
+
+def parse_job_memory_mb(text: str) -> int:
+    """parse_memory_mb for a job's limit: `-5G` and `0` are refused as not positive."""
+    if text.strip(_WS).startswith("-"):
+        raise _fail("memory must be positive")
+    mb = parse_memory_mb(text)
+    if mb == 0:
+        raise _fail("memory must be positive")
     return mb
 
 

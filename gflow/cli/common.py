@@ -141,14 +141,26 @@ def _bad(text: str, reason: str) -> argparse.ArgumentTypeError:
     return argparse.ArgumentTypeError(f"invalid value '{text}': {reason}")
 
 
+# Bounds at or beyond this are a type's limits (u32, usize), not a documented range: their
+# errors are plain sentences (`-1 is negative`), where clap printed `0..=4294967295`.
+_TYPE_LIMIT = 2**31 - 1
+
+
 def int_type(lo: int, hi: int, name: str = "int") -> Callable[[str], int]:
-    """An argparse type for an integer in lo..=hi whose errors name the value."""
+    """An argparse type for an integer in lo..=hi whose errors name the value.
+
+    A documented range keeps clap's words (`256 is not in 0..=255`, pinned by spec/cli.md
+    §1.2); a type limit reads as a sentence (`-1 is negative: expected 0 or more`)."""
 
     def convert(text: str) -> int:
         try:
             value = int(text.strip())
         except ValueError:
             raise _bad(text, "not a whole number") from None
+        if value < lo and lo == 0 and hi >= _TYPE_LIMIT:
+            raise _bad(text, f"{value} is negative: expected 0 or more")
+        if value > hi and hi >= _TYPE_LIMIT:
+            raise _bad(text, f"{value} is too large (at most {hi})")
         if not lo <= value <= hi:
             raise _bad(text, f"{value} is not in {lo}..={hi}")
         return value
@@ -161,6 +173,40 @@ u32 = int_type(0, U32_MAX, "u32")
 priority_type = int_type(0, 255, "priority")
 
 
+def limit_type(hi: int, name: str = "limit") -> Callable[[str], int]:
+    """A concurrency limit: 1..=hi (0 would keep every job of the group queued forever)."""
+    base = int_type(0, hi, name)
+
+    def convert(text: str) -> int:
+        value = base(text)
+        if value == 0:
+            raise _bad(text, "a limit of 0 would never let a job run; use 1 or more")
+        return value
+
+    convert.__name__ = name
+    return convert
+
+
+# 0.4.13's causes are Rust's own words (kept in gflow.parsing, whose tests pin them);
+# the commands say them as sentences.
+_PLAIN_CAUSES = {
+    "invalid digit found in string": "not a whole number",
+    "cannot parse integer from empty string": "the number is missing",
+    "number too large to fit in target type": "the number is too large",
+    "number too small to fit in target type": "the number is too small",
+}
+
+
+def plain(exc: Exception) -> str:
+    """A parse error's text with Rust's cause phrases replaced by plain words."""
+    cause = getattr(exc, "cause", None)
+    context = getattr(exc, "context", None)
+    if cause in _PLAIN_CAUSES and context:
+        return f"{context}: {_PLAIN_CAUSES[cause]}"
+    text = str(exc)
+    return _PLAIN_CAUSES.get(text, text)
+
+
 def parsed_type(fn: Callable) -> Callable[[str], object]:
     """Wrap a gflow.parsing function: its ParseError becomes a usage error naming the value."""
 
@@ -168,7 +214,7 @@ def parsed_type(fn: Callable) -> Callable[[str], object]:
         try:
             return fn(text)
         except GflowError as exc:
-            raise _bad(text, str(exc)) from None
+            raise _bad(text, plain(exc)) from None
 
     convert.__name__ = getattr(fn, "__name__", "value")
     return convert
@@ -362,7 +408,26 @@ def parse_value(fn: Callable, text: str, flag: str):
     try:
         return fn(text)
     except GflowError as exc:
-        raise CommandError(f"Error: invalid value '{text}' for {flag}: {exc}") from None
+        raise CommandError(f"Error: invalid value '{text}' for {flag}: {plain(exc)}") from None
+
+
+def resolve_job_ids(client, text: str, flag: str = "JOB") -> list[int]:
+    """An id list (`1,3,5-7`, 0.4.13's rules) whose items may also be `@` / `@~N` (your
+    latest jobs, resolved by the daemon): `@` works wherever an id does."""
+    from gflow.parsing import is_shorthand, parse_id_list
+    items = text.split(",")
+    refs = [item.strip() for item in items if item.strip().startswith("@")]
+    rest = ",".join(item for item in items if not item.strip().startswith("@"))
+    ids = set(parse_value(parse_id_list, rest if refs else text, flag)) \
+        if rest.strip() or not refs else set()
+    for ref in refs:
+        if not is_shorthand(ref):
+            raise CommandError(f"Error: Invalid job ID: {ref}")
+        try:
+            ids.add(client.resolve(current_user(), ref))
+        except ApiError as exc:
+            raise CommandError(f"Error: Failed to resolve job ID '{ref}': {exc}") from None
+    return sorted(ids)
 
 
 def parse_since(text: str, flag: str = "--since") -> int:

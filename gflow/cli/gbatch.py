@@ -12,7 +12,10 @@ accepted but there is no tmux session to close; the job gets the submitter's env
 unless `--export=NONE` (DESIGN.md §2b); a script read from stdin is saved in the private
 `<data dir>/stdin/` (0.4.13: a predictable name in `$TMPDIR`, mode 0755); more than 10000
 array tasks or sweep jobs, a command over 1 MiB and an environment over 1 MiB are refused
-before anything is built.
+before anything is built. Input that can never work is refused (`--max-concurrent 0`,
+`-t 0`, `-t 25:99:99`, `-m -5G`, unknown `{placeholders}` in a sweep, `--shared` without
+`--gpus`, a script with DOS line breaks) and what may not work is warned about (more GPUs
+than the daemon has, `--conda-env` without conda): see submit_checks.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ if TYPE_CHECKING:  # typing costs import time; annotations are strings here
     from typing import Optional
 
 from gflow.cli.common import (
-    EXIT_RUNTIME, CommandError, Once, Parser, add_config_arg, add_version, current_user,
-    _fast_address, guarded, load_config, parse_value, priority_type, special_command, u32,
+    EXIT_RUNTIME, U32_MAX, CommandError, Once, Parser, add_config_arg, add_version,
+    current_user, _fast_address, guarded, limit_type, load_config, parse_value, priority_type,
+    special_command, u32,
 )
 from gflow.client import ApiError, Client
 
@@ -49,7 +53,7 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-g", "--gpus", "--gres", type=u32, metavar="NUMS",
                    help="number of GPUs to request (default 0)")
     p.add_argument("--shared", action="store_true",
-                   help="share GPUs with other shared jobs (needs --gpu-memory)")
+                   help="share GPUs with other shared jobs (needs --gpus and --gpu-memory)")
     p.add_argument("-p", "--priority", "--nice", type=priority_type, metavar="PRIORITY",
                    help="0-255, higher runs first (default 10)")
     deps = p.add_mutually_exclusive_group()
@@ -78,7 +82,7 @@ def _add_options(p: argparse.ArgumentParser) -> None:
                    help="parameter sweep, repeatable: name=a,b,c or name=start:stop[:step]; "
                         "{name} in the command is replaced")
     p.add_argument("--dry-run", action="store_true", help="show what would be submitted")
-    p.add_argument("--max-concurrent", type=u32, metavar="MAX_CONCURRENT",
+    p.add_argument("--max-concurrent", type=limit_type(U32_MAX), metavar="MAX_CONCURRENT",
                    help="at most N jobs of this array/sweep run at once")
     p.add_argument("--param-file", metavar="PARAM_FILE",
                    help="CSV file with a header row: one job per row")
@@ -326,6 +330,9 @@ def split_target(args) -> tuple[Optional[str], Optional[str]]:
         content = sys.stdin.read() if sys.stdin is not None else ""
         if not content.strip():
             raise CommandError("Error: No content provided via stdin")
+        if "\r\n" in content:
+            from gflow.cli.submit_checks import crlf_message
+            raise CommandError(crlf_message("the script read from stdin"))
         return write_stdin_script(content), None
     if not words:
         if sweep:
@@ -335,6 +342,8 @@ def split_target(args) -> tuple[Optional[str], Optional[str]]:
             " | gbatch < script.sh | gbatch - (see gbatch --help)", code=EXIT_RUNTIME)
     first = words[0]
     if len(words) == 1 and os.path.isfile(first):
+        from gflow.cli.submit_checks import check_crlf_file
+        check_crlf_file(first, first)
         return os.path.join(os.getcwd(), first), None
     line = len(words) == 1 and any(ch.isspace() for ch in first.strip()) \
         and not os.path.exists(first)
@@ -370,7 +379,31 @@ def describe(job: dict, params: Optional[dict] = None) -> str:
     extra = f"GPUs: {job['gpus']}"
     if job.get("task_id") is not None:
         extra += f", task_id: {job['task_id']}"
-    return f"{shown} ({extra})"
+    return f"{shown} ({extra}{settings_text(job)})"
+
+
+def settings_text(job: dict) -> str:
+    """What a dry run adds to 0.4.13's line: the settings given (defaults stay unsaid, so a
+    plain dry run reads as 0.4.13's did)."""
+    from gflow.parsing import format_duration, format_memory
+    parts = []
+    if job.get("run_name"):
+        parts.append(f"name: {job['run_name']}")
+    if job.get("time_limit"):
+        parts.append(f"time: {format_duration(job['time_limit']['secs'])}")
+    if job.get("memory_limit_mb") is not None:
+        parts.append(f"memory: {format_memory(job['memory_limit_mb'])}")
+    if job.get("gpu_memory_limit_mb") is not None:
+        parts.append(f"GPU memory: {format_memory(job['gpu_memory_limit_mb'])}")
+    if job.get("gpu_sharing_mode") == "Shared":
+        parts.append("shared")
+    if job.get("priority", 10) != 10:
+        parts.append(f"priority: {job['priority']}")
+    if job.get("conda_env"):
+        parts.append(f"conda: {job['conda_env']}")
+    if job.get("project"):
+        parts.append(f"project: {job['project']}")
+    return "".join(", " + p for p in parts)
 
 
 def new_script(name: str) -> int:
@@ -385,6 +418,8 @@ def new_script(name: str) -> int:
     with os.fdopen(fd, "w") as f:
         f.write(JOB_SCRIPT_TEMPLATE)
     os.chmod(path, 0o755)
+    print(f"Created {path}: a job script template; edit it, then submit it with "
+          f"`gbatch {path}`.")
     return 0
 
 
@@ -409,7 +444,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     special = special_command(parser, argv)
     if special is not None:
         return special
-    args = parser.parse_args(argv)
+    from gflow.cli import submit_checks as checks
+    args = parser.parse_args(checks.join_negative_values(parser, argv))
     if args.command and args.command[0] in SUBCOMMANDS:
         sub, rest = args.command[0], args.command[1:]
         if sub == "new":
@@ -430,18 +466,23 @@ def main(argv: Optional[list[str]] = None) -> int:
                            "(1 MiB) per job")
     if script:
         apply_directives(args, read_directives(script), script)
-    elif args.conda_env is None and os.environ.get("CONDA_DEFAULT_ENV"):
-        args.conda_env = os.environ["CONDA_DEFAULT_ENV"]
-    from gflow.parsing import parse_memory_mb, parse_time_limit
-    args.time_secs = None if args.time is None else parse_value(parse_time_limit, args.time,
-                                                                 "--time")
-    args.memory_mb = None if args.memory is None else parse_value(parse_memory_mb, args.memory,
-                                                                   "--memory")
+    conda_given = args.conda_env
+    if not script and args.conda_env is None and os.environ.get("CONDA_DEFAULT_ENV"):
+        args.conda_env = os.environ["CONDA_DEFAULT_ENV"]   # an active conda: it exists
+    from gflow.parsing import parse_job_memory_mb, parse_job_time_limit
+    args.time_secs = None if args.time is None else parse_value(parse_job_time_limit,
+                                                                 args.time, "--time")
+    args.memory_mb = None if args.memory is None else parse_value(
+        parse_job_memory_mb, args.memory, "--memory")
     args.gpu_memory_mb = None if args.gpu_memory is None else parse_value(
-        parse_memory_mb, args.gpu_memory, "--gpu-memory")
+        parse_job_memory_mb, args.gpu_memory, "--gpu-memory")
     if args.shared and args.gpu_memory_mb is None:
         raise CommandError("Shared jobs must set a GPU memory limit. Use --gpu-memory "
                            "(alias: --max-gpu-mem) with --shared.")
+    if args.shared and not args.gpus:
+        # Refused rather than implying --gpus 1: how many GPUs to share is the user's call.
+        raise CommandError("Error: --shared needs --gpus N (the GPUs to share); without it "
+                           "the job would run with no GPU at all")
     if args.project is not None:
         args.project = args.project.strip() or None
     # Without a config file the project policy is the default one (none), so the
@@ -500,7 +541,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             shown_params.append(None)
         kind = "array job(s)"
     elif args.param or args.param_file:
-        for params in param_combinations(args):
+        combos = param_combinations(args)
+        checks.check_placeholders(None if script else command, args.name_template, combos)
+        for params in combos:
             j = with_dependencies(dict(job, parameters=params))
             if args.name_template:
                 j["run_name"] = render_name(args.name_template, params)
@@ -517,6 +560,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                   for n, (j, params) in enumerate(zip(jobs, shown_params), start=1)]
         print("\n".join(lines))
         return 0
+    checks.warn_gpu_count(client, job["gpus"])
+    checks.warn_conda(conda_given)
     if len(jobs) == 1 and not (args.array or args.param or args.param_file):
         try:
             reply = client.submit(jobs[0])

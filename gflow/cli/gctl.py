@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     sl = command(sub, "set-limit", "change how many jobs of a group may run at once")
     sl.add_argument("target", metavar="JOB_OR_GROUP_ID",
                     help="a job id of the group, or the group's UUID")
-    sl.add_argument("limit", metavar="LIMIT", type=_usize, help="max concurrent jobs")
+    sl.add_argument("limit", metavar="LIMIT", type=_limit, help="max concurrent jobs (1 or more)")
 
     rv = command(sub, "reserve", "reserve GPUs for a user during a time window")
     p.reserve_parser = rv
@@ -86,9 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _usize(text: str) -> int:
-    from gflow.cli.common import int_type
-    return int_type(0, 2**64 - 1, "usize")(text)
+def _limit(text: str) -> int:
+    """A group's limit: 0 would keep its queued jobs waiting forever (issue 23)."""
+    from gflow.cli.common import limit_type
+    return limit_type(2**64 - 1, "usize")(text)
 
 
 # --- time zones and times --------------------------------------------------------------------
@@ -228,7 +229,15 @@ def cmd_set_gpus(client, args) -> int:
     return 0
 
 
+# Where the allow-list comes from (our daemon's `allowed_gpu_source`).
+_GPU_SOURCES = {"cli": "from --gpus", "env": "from GFLOW_DAEMON_GPUS",
+                "config": "from gflow.toml", "set-gpus": "from gctl set-gpus"}
+
+
 def cmd_show_gpus(client, args) -> int:
+    """0.4.13's lines (`<index>\\t<available|in_use>[\\trestricted]`), then what our daemon
+    adds: the shared jobs on a GPU and the memory they reserved, and one last line saying
+    where the allow-list comes from."""
     info = client.call("GET", "/info")
     allowed = info.get("allowed_gpu_indices")
     lines = []
@@ -236,10 +245,27 @@ def cmd_show_gpus(client, args) -> int:
         line = f"{gpu['index']}\t{'available' if gpu.get('available') else 'in_use'}"
         if allowed is not None and gpu["index"] not in allowed:
             line += "\trestricted"
+        if isinstance(gpu.get("shared_jobs"), list) and gpu["shared_jobs"]:
+            line += "\t" + shared_text(gpu)
         lines.append(line)
+    source = info.get("allowed_gpu_source")
+    if lines and isinstance(source, str):
+        if allowed is None and source == "default":
+            lines.append("allowed: all detected GPUs")
+        else:
+            what = "all" if allowed is None else ",".join(map(str, allowed))
+            lines.append(f"allowed: {what} ({_GPU_SOURCES.get(source, render.safe(source))})")
     if lines:
         print("\n".join(lines))
     return 0
+
+
+def shared_text(gpu: dict) -> str:
+    """`shared by jobs 5,6 (8192 of 24576 MB reserved)` for a GPU that shared jobs hold."""
+    jobs = ",".join(str(j) for j in gpu["shared_jobs"])
+    used, total = gpu.get("shared_memory_mb"), gpu.get("memory_mb")
+    memory = f"{used} of {total} MB" if total else f"{used} MB"
+    return render.safe(f"shared by job{'s' if ',' in jobs else ''} {jobs} ({memory} reserved)")
 
 
 def cmd_set_limit(client, args) -> int:

@@ -8,7 +8,6 @@ import argparse
 import fcntl
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from typing import Optional
 
 from gflow import __version__
 from gflow.cli.common import CommandError, guarded
+from gflow.cli.gflowd_cleanup import cleanup, cmd_cleanup  # noqa: F401 (gflowd.cleanup: API)
 from gflow.client import Client, ConnectionFailed
 from gflow.errors import ConfigError, ParseError
 
@@ -25,8 +25,12 @@ RELOAD_TIMEOUT_SECS = 120.0
 STOP_TIMEOUT_SECS = 60.0
 
 
-CLEANUP_HELP = ("remove the bookkeeping files (<id>.spec.json, .pid, .status) of jobs that "
-                "finished over a minute ago and whose process is gone; job logs are kept")
+CLEANUP_HELP = ("remove the bookkeeping files (<id>.spec.json, .pid, .status in the logs "
+                "directory) of jobs the running daemon reports finished over a minute ago "
+                "and whose processes are gone; job logs, the job state and the configuration "
+                "are kept (0.4.13's help said it cleaned up the configuration)")
+# `gflowd status` exit statuses, as LSB init scripts (and `systemctl status`) use them.
+STATUS_RUNNING, STATUS_UNHEALTHY, STATUS_NOT_RUNNING = 0, 1, 3
 
 
 def add_globals(p: argparse.ArgumentParser, sub: bool = False) -> None:
@@ -68,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "(`gflowd up` in the background uses logs/gflowd.log)")
     sub.add_parser("down", aliases=["stop"], help="stop the daemon (jobs keep running)",
                    parents=[common])
-    sub.add_parser("status", help="is the daemon running?", parents=[common])
+    sub.add_parser("status", help="is the daemon running? (exit status 0 running, 1 "
+                   "unhealthy, 3 not running)", parents=[common])
     add_init_parser(sub, common)
     sp = sub.add_parser("service", help="install or remove the systemd user unit",
                         parents=[common],
@@ -79,9 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
                               parents=[common])
     inst.add_argument("--now", "--enable", dest="now", action="store_true",
                       help="also enable and start it (systemctl --user enable --now)")
-    actions.add_parser("uninstall", help="stop, disable and remove the unit", parents=[common])
-    actions.add_parser("show", help="print the unit that install would write",
-                       parents=[common])
+    uninst = actions.add_parser("uninstall", help="stop, disable and remove the unit",
+                                parents=[common])
+    show = actions.add_parser("show", help="print the unit that install would write",
+                              parents=[common])
+    for action in (inst, uninst, show):
+        action.add_argument("--system", action="store_true",
+                            help="the shared box's root service (gflowd-system.service: "
+                                 "jobs run as their submitters)")
     from gflow.cli.common import add_completion_parser
     add_completion_parser(sub, with_help=False)
     return p
@@ -152,8 +162,31 @@ def lock_info(lock_file) -> dict:
         return {}
 
 
-def health(config) -> tuple[Optional[int], Optional[dict]]:
-    client = Client.from_config(config, timeout=5)
+def lock_address(info: dict) -> Optional[tuple[str, int]]:
+    """Where the daemon holding the lock listens (its lock file says), reachable from here."""
+    host, port = info.get("host"), info.get("port")
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        return None
+    host = host.strip() if isinstance(host, str) else ""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"          # every interface answers on the loopback one
+    elif host in ("::", "[::]"):
+        host = "::1"
+    return host, port
+
+
+def health(config, info: Optional[dict] = None) -> tuple[Optional[int], Optional[dict]]:
+    """The daemon's /health, asked where its lock file says it listens when it says so
+    (the environment may point at another port), else at the configured address."""
+    address = lock_address(info or {})
+    if address is None:
+        client = Client.from_config(config, timeout=5)
+    else:
+        sock = (info or {}).get("socket")
+        client = Client(*address, timeout=5,
+                        unix_socket=sock if isinstance(sock, str) and os.path.exists(sock)
+                        else None,
+                        trusted_users=(config.daemon.user,) if config.daemon.user else ())
     try:
         status, body = client.health()
     except ConnectionFailed:
@@ -189,11 +222,9 @@ def cmd_up(args) -> int:
         return run_foreground(args, config, overrides)
     pid = running_pid(p.lock_file)
     if pid is not None:
-        status, _ = health(config)
-        if status == 200:
-            print(f"gflowd is already running (pid {pid}).")
-            print("Use `gflowd reload` to hot-reload or `gflowd restart` to restart it.")
-            return 0
+        winner = await_starting(config, p.lock_file)
+        if winner is not None:
+            return already_running(winner)
         raise CommandError(f"gflowd (pid {pid}) holds {p.lock_file} but does not answer on "
                            f"{config.daemon.host}:{config.daemon.port}. "
                            "Use `gflowd down` or `gflowd restart`.")
@@ -222,12 +253,23 @@ def cmd_up(args) -> int:
     deadline = time.monotonic() + START_TIMEOUT_SECS
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            # Two `gflowd up` at once: the other one took the lock; say whose daemon runs
+            # (its foreground process could only say "pid ?" before the lock was written).
+            holder = running_pid(p.lock_file)
+            if holder is not None and holder != proc.pid:
+                winner = await_starting(config, p.lock_file, deadline)
+                if winner is not None:
+                    return already_running(winner)
             line = last_error_line(p.daemon_log, offset) or f"exit status {proc.returncode}"
             raise CommandError(line if "error" in line.lower() else f"gflowd: error: {line}")
         status, body = health(config)
         if status in (200, 503) and body and body.get("pid") == proc.pid:
             print(f"gflowd started (pid {proc.pid}, http://{config.daemon.host}:"
                   f"{config.daemon.port}).")
+            if body.get("gpus") == 0:
+                print("gflowd runs with 0 GPUs (no NVIDIA driver or GPU found, or none "
+                      "allowed): jobs asking for --gpus will wait; GFLOW_FAKE_GPUS=N "
+                      "simulates N GPUs.")
             if body.get("status") != "ok":
                 print(f"Warning: gflowd is in {body.get('status')} mode: {body.get('detail')}",
                       file=sys.stderr)
@@ -239,6 +281,32 @@ def cmd_up(args) -> int:
         time.sleep(0.05)
     raise CommandError(f"gflowd did not become healthy within {START_TIMEOUT_SECS:.0f}s; "
                        f"see {p.daemon_log}")
+
+
+def already_running(pid: int) -> int:
+    print(f"gflowd is already running (pid {pid}).")
+    print("Use `gflowd reload` to hot-reload or `gflowd restart` to restart it.")
+    return 0
+
+
+def await_starting(config, lock_file, deadline: Optional[float] = None) -> Optional[int]:
+    """The pid of the daemon holding the lock once it answers; a daemon that took the lock
+    moments ago (another `gflowd up`) is given until `deadline` to start. None: it does
+    not answer."""
+    info = lock_info(lock_file)
+    started = info.get("started_at")
+    fresh = not info.get("pid") or (isinstance(started, (int, float))
+                                    and time.time() - started < START_TIMEOUT_SECS)
+    if deadline is None:
+        deadline = time.monotonic() + (START_TIMEOUT_SECS if fresh else 0)
+    while True:
+        info = lock_info(lock_file)
+        status, body = health(config, info)
+        if status == 200 and body:
+            return int(body.get("pid") or info.get("pid") or 0) or None
+        if time.monotonic() >= deadline or running_pid(lock_file) is None:
+            return None
+        time.sleep(0.1)
 
 
 def beyond_loopback(host: str) -> bool:
@@ -327,24 +395,33 @@ def cmd_down(args) -> int:
 
 
 def cmd_status(args) -> int:
+    """Exit status 0 running, 1 unhealthy, 3 not running (LSB; 0.4.13: 0 when stopped)."""
     config = load(args)
     p = paths()
     pid = running_pid(p.lock_file)
     if pid is None:
         print("Status: Not running")
         print("The gflowd daemon is not running.")
-        return 0
-    status, body = health(config)
+        return STATUS_NOT_RUNNING
+    info = lock_info(p.lock_file)
+    host, port = config.daemon.host, config.daemon.port
+    if lock_address(info) is not None:
+        host, port = info.get("host") or host, info["port"]
+        if (host, port) != (config.daemon.host, config.daemon.port):
+            print(f"Note: gflowd listens on {host}:{port}, but clients here are set to "
+                  f"{config.daemon.host}:{config.daemon.port} (GFLOW_DAEMON_HOST/PORT or the "
+                  "config file)", file=sys.stderr)
+    status, body = health(config, info)
     if status is None:
         print("Status: Unhealthy")
-        print(f"gflowd (pid {pid}) holds the lock but does not answer on "
-              f"{config.daemon.host}:{config.daemon.port}.", file=sys.stderr)
-        return 1
+        print(f"gflowd (pid {pid}) holds the lock but does not answer on {host}:{port}.",
+              file=sys.stderr)
+        return STATUS_UNHEALTHY
     if status != 200:
         print("Status: Unhealthy")
         print("The gflowd daemon responded to the health check but is not healthy.",
               file=sys.stderr)
-        return 1
+        return STATUS_UNHEALTHY
     body = body or {}
     uptime = int(body.get("uptime_secs") or 0)
     print("Status: Running")
@@ -352,10 +429,10 @@ def cmd_status(args) -> int:
     print(f"Uptime: {uptime // 3600:02d}:{uptime % 3600 // 60:02d}:{uptime % 60:02d}")
     print(f"Version: {body.get('version', '?')}")
     print(f"GPUs: {body.get('gpus', 0)} ({body.get('gpu_source', '?')})")
-    print(f"Listening: http://{config.daemon.host}:{config.daemon.port}")
+    print(f"Listening: http://{host}:{port}")
     if body.get("status") == "recovery":
         print(f"Mode: recovery ({body.get('detail')})")
-    return 0
+    return STATUS_RUNNING
 
 
 def cmd_reload(args) -> int:
@@ -392,111 +469,6 @@ def cmd_reload(args) -> int:
     raise CommandError("gflowd did not finish the reload in time; see the daemon log")
 
 
-# --- --cleanup ------------------------------------------------------------------------------
-
-FINAL_STATES = ("Finished", "Failed", "Cancelled", "Timeout")
-# A job's files stay this long after it ended: the launcher may not have read its status yet.
-CLEANUP_MIN_AGE_SECS = 60.0
-_BOOKKEEPING = re.compile(r"^([0-9]+)\.(?:spec\.json|pid|status)(?:\.tmp(?:\..*)?)?$")
-
-
-def _epoch(value) -> Optional[float]:
-    if isinstance(value, dict) and "secs_since_epoch" in value:
-        return value["secs_since_epoch"] + value.get("nanos_since_epoch", 0) / 1e9
-    if isinstance(value, (int, float)):
-        return float(value)
-    return None
-
-
-def _process_alive(pid, started) -> bool:
-    import psutil
-    if not pid:
-        return False
-    try:
-        proc = psutil.Process(int(pid))
-        if started is not None and abs(proc.create_time() - float(started)) > 1.0:
-            return False            # the pid was reused by someone else
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except (psutil.Error, ValueError, TypeError):
-        return False
-
-
-def _job_process_alive(pidfile) -> bool:
-    try:
-        with open(pidfile) as f:
-            info = json.load(f)
-    except FileNotFoundError:
-        return False
-    except (OSError, ValueError):
-        return True                 # unreadable: keep it, to be safe
-    return (_process_alive(info.get("monitor_pid"), info.get("monitor_start"))
-            or _process_alive(info.get("job_pid"), info.get("job_start")))
-
-
-def cleanup(config, now: Optional[float] = None) -> tuple[int, int]:
-    """Remove `<id>.spec.json`, `<id>.pid`, `<id>.status` (and their temp files) of jobs
-    the running daemon reports final for over a minute, whose monitor and job processes
-    are gone. The job logs (`<id>.log`) stay: `gjob log` reads them. Files of jobs the
-    daemon does not report final (running, queued, or ended while it was down and not
-    yet collected) are never touched. Returns (jobs, files) removed."""
-    p = paths()
-    if running_pid(p.lock_file) is None:
-        raise CommandError("gflowd --cleanup: gflowd is not running; it must tell which jobs "
-                           "are finished: start it with `gflowd up`")
-    client = Client.from_config(config, timeout=120)
-    try:
-        jobs = client.list_jobs(states=list(FINAL_STATES))
-    finally:
-        client.close()
-    now = time.time() if now is None else now
-    done = set()
-    for job in jobs or ():
-        finished = _epoch(job.get("finished_at"))
-        if (job.get("state") in FINAL_STATES and finished is not None
-                and now - finished >= CLEANUP_MIN_AGE_SECS):
-            done.add(int(job["id"]))
-    by_job: dict[int, list[str]] = {}
-    try:
-        names = os.listdir(p.logs_dir)
-    except FileNotFoundError:
-        names = []
-    for name in names:
-        m = _BOOKKEEPING.match(name)
-        if m and int(m.group(1)) in done:
-            by_job.setdefault(int(m.group(1)), []).append(name)
-    jobs_removed = files_removed = 0
-    for job_id, files in sorted(by_job.items()):
-        if _job_process_alive(p.logs_dir / f"{job_id}.pid"):
-            continue
-        removed = 0
-        for name in files:
-            try:
-                os.unlink(p.logs_dir / name)
-                removed += 1
-            except FileNotFoundError:
-                pass
-        if removed:
-            jobs_removed += 1
-            files_removed += removed
-    return jobs_removed, files_removed
-
-
-def cmd_cleanup(args, *, alone: bool) -> int:
-    try:
-        config = load(args)
-        jobs, files = cleanup(config)
-    except (CommandError, ConnectionFailed) as exc:
-        if alone:
-            raise
-        print(f"Cleanup skipped: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 0
-    if files:
-        print(f"Cleanup: removed {files} file(s) of {jobs} finished job(s); their logs are kept.")
-    else:
-        print("Cleanup: nothing to remove.")
-    return 0
-
-
 # --- main -----------------------------------------------------------------------------------
 
 def dispatch(args) -> int:
@@ -523,8 +495,12 @@ def dispatch(args) -> int:
     if cmd == "service":
         from gflow.cli import systemd_unit
         if args.action == "install":
+            if args.system:
+                return systemd_unit.cmd_install_system(args)
             return systemd_unit.cmd_install(args, running_pid(paths().lock_file))
         if args.action == "uninstall":
+            if args.system:
+                return systemd_unit.cmd_uninstall_system(args)
             return systemd_unit.cmd_uninstall(args)
         return systemd_unit.cmd_show(args)
     raise CommandError(f"unknown command {cmd}", code=2)
@@ -548,8 +524,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         cmd_cleanup(args, alone=False)
         return dispatch(args)
     rc = dispatch(args)
-    if rc == 0:
-        cmd_cleanup(args, alone=False)
+    if rc == 0 or (cmd == "status" and rc == STATUS_NOT_RUNNING):
+        cmd_cleanup(args, alone=False)     # stopped: it says why it skipped
     return rc
 
 

@@ -7,7 +7,8 @@ state and a refused update are errors with exit status 1 (0.4.13 printed them an
 contradicting flags (`-e` with `--clear-conda-env`, `-d` with `--depends-on-any`, ...) are
 usage errors; jobs run without tmux, so `show` prints no `TmuxSession=` line, `attach`
 follows the live output and forwards Ctrl-C to the job as SIGINT (a second Ctrl-C
-within two seconds detaches), and `close-sessions` has nothing to close; `redo`
+within two seconds detaches), and `close-sessions` refuses (exit status 1, 2 without a
+filter) and points to `gjob log`; `@` / `@~N` work wherever an id does; `redo`
 is done by the daemon in one step (POST /jobs/{id}/redo) and keeps the run name, project,
 all dependencies and the auto-cancel setting.
 """
@@ -22,10 +23,11 @@ if TYPE_CHECKING:  # typing costs import time; annotations are strings here
     from typing import Optional
 
 from gflow.cli import render
+from gflow.cli.gjob_show import cmd_show
 from gflow.cli.common import (
     EXIT_USAGE, CommandError, Parser, add_completion_parser, add_config_arg, add_verbosity,
-    add_version, api_text, client_for, current_user, guarded, builtin_subcommand, priority_type,
-    u32,
+    add_version, api_text, client_for, current_user, guarded, builtin_subcommand, limit_type,
+    priority_type, resolve_job_ids, u32,
 )
 
 ALIASES = {"a": "attach", "l": "log", "h": "hold", "r": "release", "u": "update", "s": "show",
@@ -63,12 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("-f", "--follow", action="store_true",
                     help="keep printing new output until the job ends")
     h = command("hold", ["h"], "hold queued jobs")
-    h.add_argument("job", metavar="JOB", help="job ids: 3, 1-5, 2,4")
+    h.add_argument("job", metavar="JOB", help="job ids: 3, 1-5, 2,4, @ or @~N")
     r = command("release", ["r"], "release held jobs back to the queue")
-    r.add_argument("job", metavar="JOB", help="job ids: 3, 1-5, 2,4")
+    r.add_argument("job", metavar="JOB", help="job ids: 3, 1-5, 2,4, @ or @~N")
 
     u = command("update", ["u"], "change queued or held jobs")
-    u.add_argument("job", metavar="JOB", help="job ids: 3, 1-5, 2,4")
+    u.add_argument("job", metavar="JOB", help="job ids: 3, 1-5, 2,4, @ or @~N")
     u.add_argument("-c", "--command", metavar="CMD", help="new command")
     u.add_argument("-s", "--script", metavar="PATH", help="new script")
     u.add_argument("-g", "--gpus", type=u32, metavar="N", help="GPUs to request")
@@ -101,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-auto-cancel-on-dep-failure", action="store_true",
                    help="keep the job queued when a dependency fails")
     g = u.add_mutually_exclusive_group()
-    g.add_argument("--max-concurrent", type=int_type_usize, metavar="N",
+    g.add_argument("--max-concurrent", type=limit_type(2**64 - 1, "usize"), metavar="N",
                    help="at most N jobs of the job's group run at once")
     g.add_argument("--clear-max-concurrent", action="store_true",
                    help="no limit for the job's group")
@@ -109,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parameter (repeatable; replaces all parameters)")
 
     s = command("show", ["s"], "show the details of jobs")
-    s.add_argument("job", metavar="JOB", help="job ids: 3, 1-5, 2,4")
+    s.add_argument("job", metavar="JOB", help="job ids: 3, 1-5, 2,4, @ or @~N")
 
     rd = command("redo", [], "submit a finished job again")
     rd.add_argument("job", metavar="JOB", help="job id, @ (your latest job) or @~N")
@@ -126,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also redo the jobs that were cancelled because this one failed")
 
     c = command("close-sessions", ["close"],
-                "accepted for 0.4.13 compatibility: jobs run without tmux, so there are no "
-                "sessions to close")
+                "accepted for 0.4.13 compatibility and refused: jobs run without tmux, so "
+                "there are no sessions to close (read output with `gjob log`)")
     c.add_argument("-j", "--jobs", metavar="IDS", help="job ids")
     c.add_argument("-s", "--state", metavar="STATE", help="comma list of states")
     c.add_argument("-p", "--pattern", metavar="PATTERN", help="session name substring")
@@ -135,11 +137,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_completion_parser(sub)
     return p
-
-
-def int_type_usize(text: str) -> int:
-    from gflow.cli.common import int_type
-    return int_type(0, 2**64 - 1, "usize")(text)
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -171,122 +168,11 @@ def id_list(text: str) -> list[int]:
     return _runtime_parse("parse_id_list", text, "JOB")
 
 
-def local_time(t: float) -> str:
-    return time.strftime("%m/%d-%H:%M:%S", time.localtime(t))
-
-
 def get_job(client, job_id: int) -> dict:
     job = client.get_job(job_id)
     if job is None:
         raise CommandError(f"Error: Job {job_id} not found")
     return job
-
-
-# --- show ------------------------------------------------------------------------------------
-
-def substitute(command: str, params: dict) -> tuple[str, list[str]]:
-    import re
-    missing: list[str] = []
-
-    def repl(m):
-        name = m.group(1)
-        if name in params:
-            return str(params[name])
-        missing.append(name)
-        return m.group(0)
-
-    return re.sub(r"\{([a-zA-Z_][a-zA-Z0-9_]*)\}", repl, command), missing
-
-
-def show_lines(job: dict, now: float) -> list[str]:
-    state = job.get("state", "Queued")
-    out = ["Job Details:", f"  ID={job['id']}",
-           f"  State={state} ({render.STATE_SHORT.get(state, state)})"]
-    if job.get("exit_code") is not None:
-        out.append(f"  ExitCode={job['exit_code']}")
-    if job.get("reason_detail"):
-        out.append(f"  Reason={job['reason_detail']}")
-    out += [f"  Priority={job.get('priority', 10)}",
-            f"  SubmittedBy={job.get('submitted_by', 'unknown')}"]
-    if job.get("group_id"):
-        out.append(f"  GroupID={job['group_id']}")
-    if job.get("script"):
-        out.append(f"  Script={job['script']}")
-    command = job.get("command")
-    params = job.get("parameters") or {}
-    if command is not None:
-        if "{" in command and params:
-            out.append(f"  Command(template)={command}")
-            actual, missing = substitute(command, params)
-            out.append(f"  Command(actual)={actual}" if not missing else
-                       f"  Command(actual)=Error: Missing parameter values: {', '.join(missing)}")
-        else:
-            out.append(f"  Command={command}")
-    if params:
-        out += ["", "Parameters:"] + [f"  {k}={params[k]}" for k in sorted(params)]
-    out += ["", "Resources:", f"  GPUs={job.get('gpus', 0)}",
-            f"  GPUSharing={'shared' if job.get('gpu_sharing_mode') == 'Shared' else 'exclusive'}"]
-    if job.get("gpu_memory_limit_mb") is not None:
-        out.append(f"  GPUMemoryLimit={render.format_memory(job['gpu_memory_limit_mb'])}")
-    if job.get("gpu_ids") is not None:
-        out.append("  GPUIDs=" + ",".join(str(i) for i in job["gpu_ids"]))
-    if job.get("memory_limit_mb") is not None:
-        out.append(f"  MemoryLimit={render.format_memory(job['memory_limit_mb'])}")
-    if job.get("conda_env"):
-        out.append(f"  CondaEnv={job['conda_env']}")
-    out += ["", "Execution:", f"  WorkingDir={job.get('run_dir', '.')}"]
-    deps = list(job.get("depends_on_ids") or [])
-    if job.get("depends_on") is not None and job["depends_on"] not in deps:
-        deps.append(job["depends_on"])
-    if deps or job.get("task_id") is not None:
-        out += ["", "Dependencies:"]
-        if deps:
-            out.append("  DependsOn=" + ",".join(map(str, deps)))
-            if job.get("dependency_mode"):
-                out.append(f"  Mode={job['dependency_mode']}")
-            if job.get("auto_cancel_on_dependency_failure"):
-                out.append("  AutoCancel=enabled")
-        if job.get("task_id") is not None:
-            out.append(f"  TaskID={job['task_id']}")
-    out += ["", "Timing:"]
-    limit = render.wire_duration(job.get("time_limit"))
-    if limit is not None:
-        out.append(f"  TimeLimit={render.hms(limit)}")
-    submitted = render.wire_time(job.get("submitted_at"))
-    started = render.wire_time(job.get("started_at"))
-    finished = render.wire_time(job.get("finished_at"))
-    if submitted is not None:
-        line = f"  Submitted={local_time(submitted)}"
-        if started is not None:
-            line += f" (waited {render.hms(started - submitted)})"
-        out.append(line)
-    if started is not None:
-        if finished is None:
-            out.append(f"  Started={local_time(started)} "
-                       f"(running {render.hms(now - started)} so far)")
-        else:
-            out.append(f"  Started={local_time(started)}")
-    if finished is not None:
-        line = f"  Finished={local_time(finished)}"
-        if started is not None:
-            line += f" (runtime {render.hms(finished - started)})"
-        out.append(line)
-    return out
-
-
-def cmd_show(client, args) -> int:
-    rc = 0
-    for n, job_id in enumerate(id_list(args.job)):
-        if n:
-            print("\n" + "=" * 80 + "\n")
-        job = client.get_job(job_id)
-        if job is None:
-            sys.stdout.flush()
-            print(f"Error: Job {job_id} not found", file=sys.stderr)
-            rc = 1
-            continue
-        print("\n".join(map(render.safe, show_lines(job, time.time()))))
-    return rc
 
 
 # --- log and attach --------------------------------------------------------------------------
@@ -403,7 +289,7 @@ def cmd_attach(client, args) -> int:
 def cmd_hold_release(client, args, hold: bool) -> int:
     rc = 0
     want, action = ("Queued", "hold") if hold else ("Hold", "release")
-    for job_id in id_list(args.job):
+    for job_id in resolve_job_ids(client, args.job):
         job = client.get_job(job_id)
         if job is None:
             print(f"Error: Job {job_id} not found", file=sys.stderr)
@@ -455,17 +341,17 @@ def update_body(args) -> dict:
             params[key] = value
         body["parameters"] = params
     if args.time_limit is not None:
-        secs = _runtime_parse("parse_time_limit", args.time_limit, "--time-limit")
+        secs = _runtime_parse("parse_job_time_limit", args.time_limit, "--time-limit")
         body["time_limit"] = {"secs": secs, "nanos": 0}
     elif args.clear_time_limit:
         body["time_limit"] = None
     if args.memory_limit is not None:
-        body["memory_limit_mb"] = _runtime_parse("parse_memory_mb", args.memory_limit,
+        body["memory_limit_mb"] = _runtime_parse("parse_job_memory_mb", args.memory_limit,
                                                  "--memory-limit")
     elif args.clear_memory_limit:
         body["memory_limit_mb"] = None
     if args.gpu_memory is not None:
-        body["gpu_memory_limit_mb"] = _runtime_parse("parse_memory_mb", args.gpu_memory,
+        body["gpu_memory_limit_mb"] = _runtime_parse("parse_job_memory_mb", args.gpu_memory,
                                                      "--gpu-memory")
     elif args.clear_gpu_memory_limit:
         body["gpu_memory_limit_mb"] = None
@@ -491,7 +377,7 @@ def cmd_update(client, args) -> int:
     if not body:
         raise CommandError("No updates specified. Use --help to see available options.")
     rc = 0
-    for job_id in id_list(args.job):
+    for job_id in resolve_job_ids(client, args.job):
         status, reply = client.request("PATCH", f"/jobs/{job_id}", body)
         if status != 200:
             print(f"Error updating job {job_id}: Failed to update job: "
@@ -515,12 +401,12 @@ def cmd_redo(client, args) -> int:
     if args.priority is not None:
         overrides["priority"] = args.priority
     if args.time is not None:
-        overrides["time_limit"] = {"secs": _runtime_parse("parse_time_limit", args.time,
+        overrides["time_limit"] = {"secs": _runtime_parse("parse_job_time_limit", args.time,
                                                           "--time"), "nanos": 0}
     if args.memory is not None:
-        overrides["memory_limit_mb"] = _runtime_parse("parse_memory_mb", args.memory, "--memory")
+        overrides["memory_limit_mb"] = _runtime_parse("parse_job_memory_mb", args.memory, "--memory")
     if args.gpu_memory is not None:
-        overrides["gpu_memory_limit_mb"] = _runtime_parse("parse_memory_mb", args.gpu_memory,
+        overrides["gpu_memory_limit_mb"] = _runtime_parse("parse_job_memory_mb", args.gpu_memory,
                                                           "--gpu-memory")
     if args.conda_env is not None:
         overrides["conda_env"] = args.conda_env
@@ -605,9 +491,14 @@ def cmd_close_sessions(client, args) -> int:
                                    f"--state (use {render.STATE_HELP})", EXIT_USAGE) from None
     if args.jobs is not None:
         id_list(args.jobs)
-    print("gjob close-sessions: jobs run without tmux here, so there are no sessions to close.",
-          file=sys.stderr)
-    return 0
+    if args.jobs is None and args.state is None and args.pattern is None and not args.all:
+        raise CommandError("gjob close-sessions: no filters specified: give -j, -s, -p or -a "
+                           "(see gjob close-sessions --help)", EXIT_USAGE)
+    # Refused, not a silent success: a script that closes sessions to reach the output
+    # learns where the output is (docs/migrating.md).
+    raise CommandError("gjob close-sessions: jobs run without tmux here, so there are no "
+                       "sessions to close; read a job's output with `gjob log ID` (or follow "
+                       "it with `gjob log -f ID`)")
 
 
 @guarded

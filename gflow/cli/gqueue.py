@@ -5,7 +5,9 @@ shows held jobs; `-j` takes ranges; unknown `-s` state names and bad `-j` items 
 instead of being dropped (which could silently remove the filter); `--since` also takes
 ISO 8601 and `today` is local midnight; `-T` lists jobs with a live process (Running: we
 run jobs without tmux, so there is no `○` session mark); `-o json|csv|yaml` print an empty
-document rather than `No jobs found.`; colour only on a terminal and never with NO_COLOR.
+document rather than `No jobs found.`; colour only on a terminal and never with NO_COLOR;
+an unknown `-f` column is an error (0.4.13: an empty column); `-w` clears the screen only
+on a terminal.
 """
 
 from __future__ import annotations
@@ -93,6 +95,11 @@ class Query:
         if self.output not in OUTPUTS:
             raise CommandError(f"Invalid output format '{args.output}'. Valid options: "
                                + ", ".join(OUTPUTS))
+        # 0.4.13 printed an empty column for a misspelt name; ours names it
+        unknown = [c for c in args.format.split(",") if c not in COLUMNS]
+        if unknown:
+            raise CommandError(f"Error: unknown column '{unknown[0]}' in --format (columns: "
+                               + ",".join(COLUMNS) + ")")
         if args.completed:
             self.states: Optional[list[str]] = list(render.FINAL)
         elif args.states is not None:
@@ -453,7 +460,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             sys.stdout.write(text + "\n")
             return 0
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        sys.stdout.write("\x1b[2J\x1b[H" f"Last updated: {stamp}  [Refreshing every "
+        # clear the screen only on a terminal: in a pipe or a file the escapes are garbage
+        sys.stdout.write(("\x1b[2J\x1b[H" if render.is_terminal(sys.stdout)
+                          else "") + f"Last updated: {stamp}  [Refreshing every "
                          f"{interval}s. Press Ctrl+C to exit]\n\n{text}\n")
         sys.stdout.flush()
         time.sleep(max(interval, 0.2))

@@ -7,7 +7,8 @@ summary. Differences, on purpose:
   0.4.13's guess from the UTC offset (+8 -> Asia/Shanghai, anything unknown -> UTC);
 - our `--gpu-poll-interval-secs` (and the wizard's advanced step) writes
   `[daemon] gpu_poll_interval_secs`;
-- a bad answer in the wizard is asked again instead of ending it.
+- a bad answer in the wizard is asked again instead of ending it, and "no" to "port in
+  use, continue?" asks for another port.
 """
 
 from __future__ import annotations
@@ -443,14 +444,18 @@ class Wizard:
                 return port_type(answer)
             except Exception as exc:  # argparse.ArgumentTypeError
                 raise CommandError(str(exc)) from None
-        self.s.port = self.ask_valid("Daemon port", str(self.s.port), port)
+        while True:
+            self.s.port = self.ask_valid("Daemon port", str(self.s.port), port)
+            if port_looks_available(self.s.host, self.s.port):
+                break
+            if self.confirm(f"Port {self.s.port} may be in use on host '{self.s.host}'. "
+                            "Continue anyway?", False):
+                break
+            # "no" means "not this port", not "stop the wizard" (0.4.13 aborted here)
+            print("  Choose another port (0 lets the system pick one at start).")
         if self.s.host not in LOOPBACK:
             print(f"Note: gflowd has no authentication: anyone who can reach "
                   f"{self.s.host}:{self.s.port} can submit and cancel jobs.")
-        if not port_looks_available(self.s.host, self.s.port):
-            if not self.confirm(f"Port {self.s.port} may be in use on host '{self.s.host}'. "
-                                "Continue anyway?", False):
-                raise Aborted()
         print()
 
     def step_timezone(self) -> None:

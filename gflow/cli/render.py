@@ -46,9 +46,13 @@ STATE_HELP = "Queued|PD, Hold|H, Running|R, Finished|CD, Failed|F, Cancelled|CA,
 
 def use_colour(stream=None) -> bool:
     """Colour only on a terminal, and never with NO_COLOR set (0.4.13 always colours)."""
-    stream = stream or sys.stdout
     if os.environ.get("NO_COLOR"):
         return False
+    return is_terminal(stream)
+
+
+def is_terminal(stream=None) -> bool:
+    stream = stream or sys.stdout
     try:
         return stream.isatty()
     except (AttributeError, ValueError):

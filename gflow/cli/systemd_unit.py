@@ -1,7 +1,8 @@
-"""`gflowd service install|uninstall|show`: gflowd as a systemd *user* service.
+"""`gflowd service install|uninstall|show [--system]`: gflowd as a systemd user or system service.
 
-The unit is contrib/systemd/gflowd.service with ExecStart pointing at this installation's
-gflowd (the one beside `sys.executable`); tests keep the two identical.
+The units are contrib/systemd/gflowd.service (a user's daemon) and gflowd-system.service
+(the shared box's root daemon, jobs run as their submitters), with ExecStart pointing at
+this installation's gflowd (the one beside `sys.executable`); tests keep them identical.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Optional
 from gflow.cli.common import CommandError
 
 UNIT_NAME = "gflowd.service"
+SYSTEM_UNIT_NAME = "gflowd-system.service"
+SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
 SYSTEMCTL_TIMEOUT_SECS = 60
 
 UNIT_TEMPLATE = """\
@@ -48,6 +51,42 @@ WantedBy=default.target
 """
 
 
+SYSTEM_UNIT_TEMPLATE = """\
+# gflowd as the system service of a shared GPU box. The daemon runs as root and runs each
+# job as the account that submitted it; the kernel tells it who each caller is (the Unix
+# socket's peer credentials, the owner of a loopback connection), so nobody can act as
+# someone else. Users configure nothing: the commands find /run/gflow/gflowd.sock.
+#   cp gflowd-system.service /etc/systemd/system/ && systemctl daemon-reload
+#   systemctl enable --now gflowd-system
+# (`gflowd service install --system` does the first two steps; docs/operations.md.)
+# State: /var/lib/gflow; configuration: /etc/gflow/gflow.toml.
+[Unit]
+Description=gflow GPU job scheduler (system service: jobs run as their submitters)
+Documentation=https://pypi.org/project/gflow-scheduler/
+After=network.target
+
+[Service]
+Type=simple
+Environment=HOME=/var/lib/gflow XDG_DATA_HOME=/var/lib XDG_CONFIG_HOME=/etc
+Environment=XDG_STATE_HOME=/var/lib/gflow/state GFLOW_DAEMON_SOCKET=/run/gflow/gflowd.sock
+StateDirectory=gflow
+StateDirectoryMode=0700
+RuntimeDirectory=gflow
+RuntimeDirectoryMode=0755
+ExecStart={exec_start} up --foreground
+ExecReload=/bin/kill -HUP $MAINPID
+# Jobs outlive the daemon under their monitors (see gflowd.service).
+KillMode=process
+KillSignal=SIGTERM
+TimeoutStopSec=60
+Restart=on-failure
+RestartSec=5
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
 def _quote(word: str) -> str:
     """A word for a systemd command line (spaces, quotes, `$` and `%` escaped)."""
     word = word.replace("%", "%%").replace("$", "$$")
@@ -68,11 +107,14 @@ def gflowd_command() -> str:
     return " ".join(_quote(w) for w in (sys.executable, "-m", "gflow.cli.gflowd"))
 
 
-def render(exec_start: Optional[str] = None) -> str:
-    return UNIT_TEMPLATE.format(exec_start=exec_start or gflowd_command())
+def render(exec_start: Optional[str] = None, system: bool = False) -> str:
+    template = SYSTEM_UNIT_TEMPLATE if system else UNIT_TEMPLATE
+    return template.format(exec_start=exec_start or gflowd_command())
 
 
-def unit_path(env=None) -> Path:
+def unit_path(env=None, system: bool = False) -> Path:
+    if system:
+        return SYSTEM_UNIT_DIR / SYSTEM_UNIT_NAME
     env = os.environ if env is None else env
     base = env.get("XDG_CONFIG_HOME")
     if not base or not os.path.isabs(base):
@@ -80,15 +122,18 @@ def unit_path(env=None) -> Path:
     return Path(base) / "systemd" / "user" / UNIT_NAME
 
 
-def systemctl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+def systemctl(*args: str, check: bool = True,
+              system: bool = False) -> subprocess.CompletedProcess:
     exe = shutil.which("systemctl")
     if exe is None:
         raise FileNotFoundError("systemctl")
-    res = subprocess.run([exe, "--user", *args], stdin=subprocess.DEVNULL,
+    scope = [] if system else ["--user"]
+    res = subprocess.run([exe, *scope, *args], stdin=subprocess.DEVNULL,
                          capture_output=True, text=True, timeout=SYSTEMCTL_TIMEOUT_SECS)
     if check and res.returncode != 0:
         reason = first_line(res.stderr) or first_line(res.stdout) or f"exit status {res.returncode}"
-        raise CommandError(f"gflowd service: `systemctl --user {' '.join(args)}` failed: {reason}")
+        shown = " ".join([*scope, *args])
+        raise CommandError(f"gflowd service: `systemctl {shown}` failed: {reason}")
     return res
 
 
@@ -186,5 +231,46 @@ def cmd_uninstall(args) -> int:
 
 
 def cmd_show(args) -> int:
-    sys.stdout.write(render())
+    sys.stdout.write(render(system=getattr(args, "system", False)))
+    return 0
+
+
+def cmd_install_system(args) -> int:
+    """Install the shared box's root service (/etc/systemd/system/gflowd-system.service)."""
+    if os.geteuid() != 0:
+        raise CommandError("gflowd service install --system: the system service runs as "
+                           "root and is installed by root (sudo gflowd service install "
+                           "--system)")
+    path = unit_path(system=True)
+    existed = path.exists()
+    try:
+        write_unit(path, render(system=True))
+    except OSError as exc:
+        raise CommandError(f"gflowd service: cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        systemctl("daemon-reload", system=True)
+        if args.now:
+            systemctl("enable", "--now", SYSTEM_UNIT_NAME, system=True)
+    except FileNotFoundError:
+        raise CommandError(f"gflowd service: wrote {path}, but systemctl is not here") from None
+    print(f"{'Updated' if existed else 'Installed'} {path}.")
+    print("Started gflowd-system.service (`systemctl status gflowd-system`)." if args.now
+          else "Start it with: systemctl enable --now gflowd-system")
+    print("Admins: set [security] admin_group in /etc/gflow/gflow.toml (docs/operations.md).")
+    return 0
+
+
+def cmd_uninstall_system(args) -> int:
+    if os.geteuid() != 0:
+        raise CommandError("gflowd service uninstall --system: needs root")
+    path = unit_path(system=True)
+    if not path.exists():
+        print(f"Nothing to uninstall: {path} does not exist.")
+        return 0
+    try:
+        systemctl("disable", "--now", SYSTEM_UNIT_NAME, check=False, system=True)
+    except FileNotFoundError:
+        pass
+    path.unlink()
+    print(f"Stopped, disabled and removed {path} (running jobs keep running).")
     return 0

@@ -19,6 +19,7 @@ from gflow import __version__
 from gflow.daemon.listeners import (
     StartupError, open_listener, open_unix_listener, remove_unix_socket, socket_path,
 )
+from gflow.gpu import check_fake_gpus
 from gflow.identity import is_loopback
 from gflow.ipc import channel_address
 from gflow.workerproc import WorkerContext, set_title
@@ -207,6 +208,10 @@ class Master:
     # --- start-up -------------------------------------------------------------------
 
     def prepare(self) -> None:
+        # A bad simulated-GPU spec would only show as workers dying over and over.
+        problem = check_fake_gpus(self.env)
+        if problem:
+            raise StartupError(problem)
         check_data_dir(self.paths)
         previous = read_lock_info(self.paths.lock_file) or {}
         self.lock.acquire()

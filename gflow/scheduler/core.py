@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 
 from gflow import __version__
 from gflow.models import (
-    FINAL_STATES, Job, JobState, Reservation, ReservationStatus, can_transition,
+    FINAL_STATES, Job, JobState, Reservation, can_transition,
     job_from_trusted_wire, job_to_wire, reservation_from_wire, reservation_to_wire,
 )
 from gflow.identity import Caller
@@ -73,6 +73,8 @@ class SchedulerCore(AccessGuard, JobOps, ReservationOps, GpuOps, StatusOps):
         self.next_job_id = 1
         self.next_reservation_id = 1
         self.allowed_gpu_indices: Optional[list] = None
+        self.set_gpus_indices: Optional[list] = None   # the last `gctl set-gpus`: persisted
+        self.allowed_gpu_source = "default"
         self.mode = "normal"
         self.recovery: dict = {}
         # Indexes, so that passes and queries touch live jobs only.
@@ -121,12 +123,7 @@ class SchedulerCore(AccessGuard, JobOps, ReservationOps, GpuOps, StatusOps):
         self.next_job_id = max([st.next_job_id] + [j + 1 for j in self.jobs])
         self.next_reservation_id = max([st.next_reservation_id]
                                        + [r + 1 for r in self.reservations])
-        # Precedence: `--gpus` > GFLOW_DAEMON_GPUS > config `gpus` (all three arrive as
-        # config.daemon.gpus) > the last `gctl set-gpus` (persisted) > every GPU. 0.4.13
-        # lets the persisted list silently win (W16).
-        configured = self.config.daemon.gpus
-        self.allowed_gpu_indices = (list(configured) if configured is not None
-                                    else st.allowed_gpu_indices)
+        self.start_gpu_restriction(st.allowed_gpu_indices)      # see ops_gpus.py
         self.load_note = st.replay_note
         self.needs_snapshot = st.needs_snapshot
         self.mode = st.mode
@@ -188,29 +185,31 @@ class SchedulerCore(AccessGuard, JobOps, ReservationOps, GpuOps, StatusOps):
             jobs={j.id: job_to_wire(j, with_env=True) for j in self.jobs.values()},
             reservations={r.id: reservation_to_wire(r) for r in self.reservations.values()},
             next_job_id=self.next_job_id, next_reservation_id=self.next_reservation_id,
-            allowed_gpu_indices=self.allowed_gpu_indices, mode=self.mode,
+            allowed_gpu_indices=self.set_gpus_indices, mode=self.mode,
             detail=self.recovery.get("detail"), state_backup=self.recovery.get("state_backup"),
             journal_error=self.recovery.get("journal_error"))
 
     def emit(self, kind: str, job: Optional[Job] = None, *, reservation=None, gpu=None,
-             text: Optional[str] = None) -> None:
+             text: Optional[str] = None, at: Optional[float] = None) -> None:
         """Record one real change as a webhook/event-stream payload (built now, so it shows
-        the job as this transition left it)."""
+        the job as this transition left it); `at` is when it happened, if not now."""
         if not self.events_wanted:
             return
         from gflow.notify import make_payload
-        self.events.append(make_payload(kind, self.clock(), self.host, job=job,
-                                        reservation=reservation, gpu=gpu, text=text))
+        now = self.clock()
+        self.events.append(make_payload(kind, now if at is None else at, self.host, job=job,
+                                        reservation=reservation, gpu=gpu, text=text, now=now))
 
     # --- transitions ------------------------------------------------------------
 
     def transition(self, job: Job, dst: JobState, *, reason: Any = None,
-                   detail: Optional[str] = None) -> None:
-        """The one way a job changes state: checked against the table, journalled, evented."""
+                   detail: Optional[str] = None, at: Optional[float] = None) -> None:
+        """The one way a job changes state: checked against the table, journalled, evented.
+        `at`: when it really happened (a recorded exit), if not now."""
         src = job.state
         if not can_transition(src, dst):
             raise ValueError(f"Job {job.id} is {src.value}: it cannot become {dst.value}")
-        now = self.clock()
+        now = self.clock() if at is None else at
         job.state = dst
         if dst == JobState.RUNNING:
             job.started_at = now
@@ -224,7 +223,7 @@ class SchedulerCore(AccessGuard, JobOps, ReservationOps, GpuOps, StatusOps):
         self._set_state_index(job, src)
         self.save_job(job)
         self.pass_needed = True
-        self.emit("job_" + _EVENT_NAME[dst], job)
+        self.emit("job_" + _EVENT_NAME[dst], job, at=at)
         _log_transition(job, src, dst, now)
 
     # --- request dispatch -------------------------------------------------------
@@ -247,6 +246,9 @@ class SchedulerCore(AccessGuard, JobOps, ReservationOps, GpuOps, StatusOps):
             try:
                 self.authorize(op, payload, caller)
             except Refused as exc:
+                # An audit line: who tried what (escaped by the log formatter).
+                log.info("refused %s from %s (%s): %s", op,
+                         caller.user or caller.uid or "anonymous", caller.via, exc)
                 return error(403, str(exc))
         return handler(payload)
 
@@ -331,30 +333,26 @@ class SchedulerCore(AccessGuard, JobOps, ReservationOps, GpuOps, StatusOps):
             out.append(policy.Occupant(
                 id=job.id, user=job.submitted_by, gpu_ids=tuple(job.gpu_ids or ()),
                 shared=job.is_shared, gpu_memory_mb=job.gpu_memory_limit_mb,
-                memory_mb=job.memory_limit_mb, group_id=job.group_id))
-        return out
-
-    def active_reservations(self) -> list:
-        out = []
-        now = self.clock()
-        for r in self.reservations.values():
-            if r.status == ReservationStatus.ACTIVE and r.start_time <= now < r.end_time:
-                spec = r.gpu_spec
-                out.append(policy.ActiveReservation(
-                    user=r.user, count=spec.get("count", 0),
-                    indices=tuple(spec.get("indices", ())), until=self.format_clock(r.end_time)))
+                memory_mb=job.memory_limit_mb, group_id=job.group_id,
+                # Where a reservation lies ahead, a GPU is free again when its job's
+                # limit ends; a stopped job's process is gone soon, but when is unknown.
+                ends_at=(job.started_at + job.time_limit if job.state == JobState.RUNNING
+                         and job.time_limit is not None and job.started_at is not None
+                         else None)))
         return out
 
     last_pass_secs: Optional[float] = None
 
     def format_clock(self, t: float) -> str:
-        """HH:MM in the configured timezone (local time when none is set)."""
+        """HH:MM in the configured timezone (local time when none is set); with the date
+        when `t` is a day or more away."""
         from datetime import datetime
         tz = None
         if self.config.timezone:
             from zoneinfo import ZoneInfo
             tz = ZoneInfo(self.config.timezone)
-        return datetime.fromtimestamp(t, tz=tz).strftime("%H:%M")
+        far = abs(t - self.clock()) >= 86400
+        return datetime.fromtimestamp(t, tz=tz).strftime("%Y-%m-%d %H:%M" if far else "%H:%M")
 
     def run_pass(self) -> policy.Decision:
         started = time.perf_counter()
@@ -381,7 +379,7 @@ class SchedulerCore(AccessGuard, JobOps, ReservationOps, GpuOps, StatusOps):
         decision = policy.plan(policy.PolicyInput(
             candidates=cands, occupants=self.occupants(), dep_states=self._dep_states(cands),
             gpus=self.gpu_view, allowed=allowed, total_memory_mb=self.total_memory_mb,
-            reservations=self.active_reservations(), now=self.clock(),
+            reservations=self.policy_reservations(), now=self.clock(),
             starvation_secs=self.config.scheduler.starvation_secs, shuffle=shuffle))
         if full:
             self.protecting = decision.protecting
@@ -454,10 +452,14 @@ class SchedulerCore(AccessGuard, JobOps, ReservationOps, GpuOps, StatusOps):
         detail = info.get("detail")
         if job.state == JobState.RUNNING:
             job.exit_code = code
+            # The monitor's recorded end, not the time we heard of it (the daemon may have
+            # been down meanwhile).
+            end = recorded_end(info, job.started_at, self.clock())
             if code == 0 and not detail:
-                self.transition(job, JobState.FINISHED)
+                self.transition(job, JobState.FINISHED, at=end)
             else:
-                self.transition(job, JobState.FAILED, detail=detail or f"exit code {code}")
+                self.transition(job, JobState.FAILED, detail=detail or f"exit code {code}",
+                                at=end)
                 self.cascade_from(job)
         elif job.exit_code is None and job.state in FINAL_STATES:
             job.exit_code = code
@@ -508,6 +510,15 @@ class SchedulerCore(AccessGuard, JobOps, ReservationOps, GpuOps, StatusOps):
     def next_reservation_boundary(self) -> Optional[float]:
         from gflow.reservations import next_boundary
         return next_boundary(self.reservations.values(), self.clock())
+
+
+def recorded_end(info: dict, started_at: Optional[float], now: float) -> float:
+    """The end time a launcher exit report carries (`finished_at`, epoch seconds, from the
+    job's status file), kept between the job's start and now; now when there is none."""
+    end = info.get("finished_at")
+    if isinstance(end, bool) or not isinstance(end, (int, float)) or end != end:
+        return now
+    return min(max(float(end), started_at if started_at is not None else end), now)
 
 
 _EVENT_NAME = {

@@ -10,6 +10,22 @@ class ReservationOps:
     """Mixed into `SchedulerCore`: each handler first brings statuses up to date with the
     core's `update_reservations`, so a reply never shows a stale status."""
 
+    def policy_reservations(self) -> list:
+        """Live reservations, active and upcoming, as the policy takes them: a job must not
+        start on capacity that one of them holds before the job's time limit ends."""
+        from gflow.reservations import LIVE
+        from gflow.scheduler.policy import ActiveReservation
+        now = self.clock()
+        out = []
+        for r in self.reservations.values():
+            if r.status in LIVE and r.end_time > now:
+                spec = r.gpu_spec
+                out.append(ActiveReservation(
+                    user=r.user, count=spec.get("count", 0),
+                    indices=tuple(spec.get("indices", ())), until=self.format_clock(r.end_time),
+                    start=r.start_time, end=r.end_time, since=self.format_clock(r.start_time)))
+        return out
+
     def op_reservation_create(self, payload) -> Reply:
         from gflow.models import time_from_wire
         from gflow.reservations import ReservationError, validate_new

@@ -14,7 +14,8 @@ The rules, in the order one pass applies them:
    (100 without a time limit, else 200 + floor((1 - min(limit/24h, 1)) * 100); higher
    first), then id (lower first).
 3. **Never-fits.** A job that asks for more GPUs than are allowed on this machine, or
-   more host memory than it has, is left queued with a detail saying so and blocks
+   more host memory than it has, or whose group's limit is 0, is left queued with a
+   detail saying so ("can never run here: needs 99 GPUs; this machine has 4") and blocks
    nobody.
 4. **Greedy start.** Walking the order, a job starts when its group is below its
    `max_concurrent`, its memory fits what Running jobs leave free, and enough GPUs are
@@ -22,10 +23,13 @@ The rules, in the order one pass applies them:
    shared jobs need GPUs with no exclusive job whose shared memory total plus the request
    fits. GPUs are taken lowest index first (`sequential`) or in a shuffled order
    (`random`, shuffled by the caller's seeded generator).
-5. **Reservations.** GPUs reserved by index for another user are off limits; for count
-   reservations, other users' jobs may only start if enough GPUs stay free to honour
-   the outstanding reserved count. Owners may use any free capacity beyond their
-   reservation.
+5. **Reservations.** A job holds its GPUs until its time limit ends (no limit: for
+   ever), so it must not start on capacity that another user's reservation, active or
+   upcoming, holds at any moment of that window: GPUs reserved by index are off limits,
+   and for count reservations enough GPUs must be free at each moment to honour the
+   outstanding count (a GPU is free again when the time limits of the jobs on it end;
+   the owner's own jobs then count toward their reservation). Owners may use any free
+   capacity beyond their reservation.
 6. **No starvation.** Once the highest-ordered job that fits the machine but is blocked
    on GPUs (or memory) has waited longer than `starvation_secs`, lower-ordered jobs may
    no longer take GPUs (or memory): the free capacity is kept for it until it starts.
@@ -40,6 +44,7 @@ from typing import Iterable, Optional
 FINISHED = "Finished"
 FAILED_STATES = frozenset({"Failed", "Cancelled", "Timeout"})
 FINAL = frozenset({"Finished", "Failed", "Cancelled", "Timeout"})
+INF = math.inf
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,7 @@ class Occupant:
     gpu_memory_mb: Optional[int] = None
     memory_mb: Optional[int] = None
     group_id: Optional[str] = None
+    ends_at: Optional[float] = None     # its time limit's end; None: may run for ever
 
 
 @dataclass(frozen=True)
@@ -82,10 +88,14 @@ class Gpu:
 
 @dataclass(frozen=True)
 class ActiveReservation:
+    """A live reservation: active now or upcoming (the name predates upcoming ones)."""
     user: str
     count: int = 0
     indices: tuple = ()
     until: str = ""              # for the waiting reason, already formatted ("14:00")
+    start: Optional[float] = None   # None: already begun
+    end: Optional[float] = None     # None: no end
+    since: str = ""              # the start, formatted, for upcoming ones ("03:30")
 
 
 @dataclass
@@ -144,6 +154,103 @@ def _fmt_ids(ids: Iterable[int]) -> str:
     return ",".join(str(i) for i in ids)
 
 
+class _Ledger:
+    """Until when each GPU is held (a job's time limit; no limit or a foreign process: for
+    ever) and what the reservations need of them, for rule 5."""
+
+    def __init__(self, inp: PolicyInput, gpus: list):
+        self.now = inp.now
+        self.reservations = inp.reservations
+        self.gpus = [g.index for g in gpus]
+        self.busy_until: dict[int, float] = {g.index: INF for g in gpus if g.foreign}
+        self.holds: list = []                      # (user, gpu, until)
+        self._memo: dict = {}
+        for o in inp.occupants:
+            self.hold(o.user, o.gpu_ids, INF if o.ends_at is None else o.ends_at)
+
+    def hold(self, user: str, gpu_ids, until: float) -> None:
+        # A job past its limit (or with a zero limit) still holds its GPUs right now.
+        until = max(until, self.now + 1e-3)
+        for g in gpu_ids:
+            self.busy_until[g] = max(self.busy_until.get(g, -INF), until)
+            self.holds.append((user, g, until))
+        if gpu_ids:
+            self._memo.clear()
+
+    def start_of(self, r: ActiveReservation) -> float:
+        return self.now if r.start is None else max(r.start, self.now)
+
+    def end_of(self, r: ActiveReservation) -> float:
+        return INF if r.end is None else r.end
+
+    def against(self, user: str, until: float) -> list:
+        """Other users' reservations that hold GPUs at some moment of [now, until)."""
+        return [r for r in self.reservations if r.user != user
+                and self.start_of(r) < until and self.end_of(r) > self.now]
+
+    def short(self, user: str, chosen: frozenset, until: float,
+              against: list) -> Optional[ActiveReservation]:
+        """The count reservation of another user that `user` holding `chosen` until `until`
+        would leave short of free GPUs at some moment, if any."""
+        counts = [r for r in against if r.count]
+        if not counts:
+            return None
+        key = (user, chosen, until)
+        if key in self._memo:
+            return self._memo[key]
+        # Free capacity only shrinks when a reservation begins or an owner's job ends.
+        points = {self.now} | {self.start_of(r) for r in self.reservations
+                               if self.start_of(r) < until}
+        points |= {e for _, _, e in self.holds if self.now < e < until}
+        found = None
+        for t in sorted(points):
+            live = [r for r in counts if self.start_of(r) <= t < self.end_of(r)]
+            if not live:
+                continue
+            idx = {i for r in self.reservations if self.start_of(r) <= t < self.end_of(r)
+                   for i in r.indices}
+            free = sum(1 for g in self.gpus if g not in chosen and g not in idx
+                       and self.busy_until.get(g, -INF) <= t)
+            owed: dict[str, int] = {}
+            for r in live:
+                owed[r.user] = owed.get(r.user, 0) + r.count
+            need = 0
+            for owner, count in owed.items():
+                held = {g for u, g, e in self.holds if u == owner and e > t and g not in idx}
+                need += max(0, count - len(held))
+            if free < need:
+                found = live[0]
+                break
+        self._memo[key] = found
+        return found
+
+    def usable(self, user: str, free: list, until: float, against: list) -> int:
+        """How many of `free` (taken in order) `user` could hold until `until`."""
+        lo, hi = 0, len(free)               # lo always fits; find the largest that does
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.short(user, frozenset(g.index for g in free[:mid]), until, against):
+                hi = mid - 1
+            else:
+                lo = mid
+        return lo
+
+    def describe(self, r: ActiveReservation, hint: bool = False) -> str:
+        """Whose reservation, and when; `hint`: say that ending sooner would do."""
+        text = f"GPUs reserved for {r.user}"
+        upcoming = r.start is not None and r.start > self.now
+        if upcoming and r.since:
+            text += f" from {r.since}"
+        text += f" until {r.until}" if r.until else ""
+        if upcoming and hint:
+            text += " (a job whose time limit ends before then may start)"
+        return text
+
+
+def _n_gpus(n: int) -> str:
+    return f"{n} GPU" if n == 1 else f"{n} GPUs"
+
+
 def plan(inp: PolicyInput) -> Decision:
     decision = Decision()
     allowed_gpus = [g for g in sorted(inp.gpus, key=lambda g: g.index)
@@ -155,47 +262,21 @@ def plan(inp: PolicyInput) -> Decision:
     shared_used: dict[int, int] = {}
     group_running: dict[str, int] = {}
     memory_used = 0
-    owner_gpus_in_use: dict[str, int] = {}
     for o in inp.occupants:
         for g in o.gpu_ids:
             if o.shared:
                 shared_used[g] = shared_used.get(g, 0) + (o.gpu_memory_mb or 0)
             else:
                 exclusive_holder[g] = o.id
-        owner_gpus_in_use[o.user] = owner_gpus_in_use.get(o.user, 0) + len(o.gpu_ids)
         if o.group_id is not None:
             group_running[o.group_id] = group_running.get(o.group_id, 0) + 1
         memory_used += o.memory_mb or 0
-
-    reserved_index_owner: dict[int, str] = {}
-    count_reserved: dict[str, int] = {}
-    for r in inp.reservations:
-        for i in r.indices:
-            reserved_index_owner[i] = r.user
-        if r.count:
-            count_reserved[r.user] = count_reserved.get(r.user, 0) + r.count
-
-    def outstanding_count_for_others(user: str) -> int:
-        # GPUs still owed to count reservations of users other than `user`.
-        total = 0
-        for owner, count in count_reserved.items():
-            if owner != user:
-                total += max(0, count - owner_gpus_in_use.get(owner, 0))
-        return total
-
-    def reserved_against(c: Candidate) -> str:
-        """Who holds GPUs this job may not take, for its waiting reason."""
-        for r in inp.reservations:
-            if r.user != c.user:
-                return f"GPUs reserved for {r.user}" + (f" until {r.until}" if r.until else "")
-        return ""
+    ledger = _Ledger(inp, allowed_gpus)
 
     def free_gpus_for(c: Candidate) -> list[Gpu]:
+        """GPUs this job could use now, reservations aside."""
         out = []
         for g in allowed_gpus:
-            owner = reserved_index_owner.get(g.index)
-            if owner is not None and owner != c.user:
-                continue
             if g.index in exclusive_holder:
                 continue
             if c.shared:
@@ -209,6 +290,20 @@ def plan(inp: PolicyInput) -> Decision:
                     continue
             out.append(g)
         return out
+
+    def never_fits(c: Candidate) -> Optional[str]:
+        total = len(inp.gpus)
+        if c.gpus > n_allowed:
+            have = (f"this machine has {total}" if n_allowed == total
+                    else f"{n_allowed} of this machine's {total} are allowed")
+            return f"can never run here: needs {_n_gpus(c.gpus)}; {have}"
+        if (c.memory_mb is not None and inp.total_memory_mb is not None
+                and c.memory_mb > inp.total_memory_mb):
+            return (f"can never run here: needs {c.memory_mb} MB of memory, "
+                    f"the machine has {inp.total_memory_mb} MB")
+        if c.group_id is not None and c.max_concurrent is not None and c.max_concurrent <= 0:
+            return "can never run: its group's limit is 0 (raise it with gctl set-limit)"
+        return None
 
     ordered = sorted(inp.candidates, key=order_key)
     ahead = 0
@@ -227,17 +322,9 @@ def plan(inp: PolicyInput) -> Decision:
         if status == "wait":
             decision.waiting[c.id] = ("WaitingForDependency", f"waiting for job {parent}")
             continue
-        if c.gpus > n_allowed:
-            decision.waiting[c.id] = (
-                "WaitingForResources",
-                f"can never run here: needs {c.gpus} GPUs, {n_allowed} allowed")
-            continue
-        if (c.memory_mb is not None and inp.total_memory_mb is not None
-                and c.memory_mb > inp.total_memory_mb):
-            decision.waiting[c.id] = (
-                "WaitingForResources",
-                f"can never run here: needs {c.memory_mb} MB of memory, "
-                f"the machine has {inp.total_memory_mb} MB")
+        never = never_fits(c)
+        if never:
+            decision.waiting[c.id] = ("WaitingForResources", never)
             continue
         if c.group_id is not None and c.max_concurrent is not None:
             if group_running.get(c.group_id, 0) >= c.max_concurrent:
@@ -260,24 +347,36 @@ def plan(inp: PolicyInput) -> Decision:
             ahead += 1
             continue
         chosen: list[int] = []
+        until = INF if c.time_limit is None else inp.now + c.time_limit
         if c.gpus > 0:
-            free = free_gpus_for(c)
+            free_now = free_gpus_for(c)
+            against = ledger.against(c.user, until)
+            off = {i for r in against for i in r.indices}
+            free = [g for g in free_now if g.index not in off] if off else list(free_now)
             if inp.shuffle is not None:
                 inp.shuffle(free)
-            held_back = outstanding_count_for_others(c.user)
-            usable = len(free) - held_back if not c.shared else len(free)
-            if protect_gpus or usable < c.gpus:
-                if not protect_gpus and inp.now - c.queued_since > inp.starvation_secs:
+            blocker = None
+            if not protect_gpus and len(free) >= c.gpus:
+                blocker = ledger.short(c.user, frozenset(g.index for g in free[:c.gpus]),
+                                       until, against)
+            if protect_gpus or len(free) < c.gpus or blocker is not None:
+                occupied = len(free_now) < c.gpus        # too few even without reservations
+                # Only capacity held by jobs is kept for a starving job: a reservation ends
+                # at a known time, and keeping GPUs from others would not hasten it.
+                if (occupied and not protect_gpus
+                        and inp.now - c.queued_since > inp.starvation_secs):
                     protect_gpus = True
-                reserved = reserved_against(c)
-                if reserved and (held_back or any(
-                        reserved_index_owner.get(g.index, c.user) != c.user
-                        and g.index not in exclusive_holder for g in allowed_gpus)):
-                    detail = f"waiting: {c.gpus} GPUs, {max(usable, 0)} free; {reserved}"
+                if blocker is None and against and len(free) < c.gpus:
+                    blocker = next((r for r in against if set(r.indices) & {
+                        g.index for g in free_now}), None) or (None if occupied else against[0])
+                usable = ledger.usable(c.user, free, until, against) if against else len(free)
+                if blocker is not None or (occupied and against):
+                    detail = (f"waiting: {c.gpus} GPUs, {usable} free; "
+                              f"{ledger.describe(blocker or against[0], hint=not occupied)}")
                 elif protect_gpus and usable >= c.gpus:
                     detail = "waiting: GPUs kept for a job that has waited too long"
                 else:
-                    detail = f"waiting: {c.gpus} GPUs, {max(usable, 0)} free"
+                    detail = f"waiting: {c.gpus} GPUs, {usable} free"
                 if ahead:
                     detail += f"; priority: {ahead} jobs ahead"
                 decision.waiting[c.id] = ("WaitingForResources", detail)
@@ -293,7 +392,7 @@ def plan(inp: PolicyInput) -> Decision:
                 shared_used[g] = shared_used.get(g, 0) + (c.gpu_memory_mb or 0)
             else:
                 exclusive_holder[g] = c.id
-        owner_gpus_in_use[c.user] = owner_gpus_in_use.get(c.user, 0) + len(chosen)
+        ledger.hold(c.user, chosen, until)
         memory_used += mem_needed
         if c.group_id is not None:
             group_running[c.group_id] = group_running.get(c.group_id, 0) + 1

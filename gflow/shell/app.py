@@ -32,7 +32,7 @@ from gflow.shell.commands import (
     SHORTCUTS_TABLE, TOOLS, ShellCommands, ShellParser, _watch_parser,
 )
 from gflow.shell.complete import (
-    GPU, HELD_JOB, JOB, PATH, QUEUED_JOB, RESERVATION, USER, Candidate, complete_args,
+    ANY_JOB, GPU, HELD_JOB, JOB, PATH, QUEUED_JOB, RESERVATION, USER, Candidate, complete_args,
 )
 from gflow.shell.streams import _StderrLines, _tool_stdout
 
@@ -389,7 +389,7 @@ class GflowShell(ShellCommands, cmd2.Cmd):
 
     @staticmethod
     def _hint(kind: str) -> str:
-        return {JOB: "(no live jobs)", QUEUED_JOB: "(no queued jobs)",
+        return {JOB: "(no live jobs)", ANY_JOB: "(no jobs)", QUEUED_JOB: "(no queued jobs)",
                 HELD_JOB: "(no held jobs)", GPU: "(no GPUs)", USER: "",
                 RESERVATION: "(no reservations)"}.get(kind, "")
 
@@ -422,8 +422,16 @@ class GflowShell(ShellCommands, cmd2.Cmd):
         found = self._cached("reservations", lambda: self._fetch("/reservations"))
         return [r for r in found or [] if isinstance(r, dict) and "id" in r]
 
+    def _all_jobs(self) -> list[dict]:
+        jobs = self._cached("all_jobs", lambda: self._fetch("/jobs"))
+        return [j for j in jobs or [] if isinstance(j, dict) and "id" in j]
+
     def _lookup(self, kind: str) -> list[Candidate]:
         """Live values of a kind, for completion (empty when the daemon does not answer)."""
+        if kind == ANY_JOB:
+            # finished jobs too (`gjob log/show/redo`), newest first: the likely one
+            return [Candidate(str(j["id"]), f"{j.get('state', '?')} {j.get('run_name') or ''}")
+                    for j in sorted(self._all_jobs(), key=lambda j: -j["id"])]
         if kind in (JOB, QUEUED_JOB, HELD_JOB):
             wanted = {JOB: LIVE_STATES, QUEUED_JOB: ("Queued",), HELD_JOB: ("Hold",)}[kind]
             return [Candidate(str(j["id"]), f"{j.get('state', '?')} {j.get('run_name') or ''}")

@@ -18,10 +18,13 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 __all__ = ["Candidate", "Want", "analyse", "complete_args", "value_kind", "STATIC",
-           "JOB", "QUEUED_JOB", "HELD_JOB", "GPU", "USER", "RESERVATION", "PATH", "STATE"]
+           "JOB", "ANY_JOB", "QUEUED_JOB", "HELD_JOB", "GPU", "USER", "RESERVATION", "PATH",
+           "STATE"]
 
-# Kinds of values the shell looks up for completion.
-JOB, QUEUED_JOB, HELD_JOB = "job", "queued_job", "held_job"
+# Kinds of values the shell looks up for completion: JOB is a live job (queued, held or
+# running); ANY_JOB includes finished ones, which `gjob log/show/redo` are mostly for.
+JOB, QUEUED_JOB, HELD_JOB, ANY_JOB = "job", "queued_job", "held_job", "any_job"
+_ANY_JOB_COMMANDS = {"log", "l", "show", "s", "redo"}
 GPU, USER, RESERVATION, PATH = "gpu", "user", "reservation", "path"
 
 STATE = "state"
@@ -39,7 +42,7 @@ STATIC: dict[tuple[str, str], tuple[str, ...]] = {
 }
 
 # Arguments whose value is a comma list (complete the item after the last comma).
-_LIST_KINDS = {JOB, QUEUED_JOB, HELD_JOB, GPU, USER, STATE}
+_LIST_KINDS = {JOB, ANY_JOB, QUEUED_JOB, HELD_JOB, GPU, USER, STATE}
 
 _JOB_DESTS = {"job", "jobs", "job_id", "job_ids", "ids", "id", "job_or_group_id",
               "depends_on", "depends_on_all", "depends_on_any", "after", "redo", "jobid"}
@@ -119,6 +122,8 @@ def value_kind(path: Sequence[str], action: argparse.Action) -> str:
             return QUEUED_JOB
         if last in ("release", "r"):
             return HELD_JOB
+        if where[0] == "gjob" and last in _ANY_JOB_COMMANDS and not action.option_strings:
+            return ANY_JOB
         return JOB
     if names & _PATH_DESTS:
         return PATH

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
-import time
 
 from conftest import tool_path, wait_for
 from test_lifecycle_helpers import FAST, JOBS, configure
@@ -133,5 +132,8 @@ def test_exit_code_in_json_and_show(daemon):
     assert {j["id"]: j["exit_code"] for j in body} == {1: 42, 2: 0}
     # A queued job has no exit code yet.
     d.ok("gbatch", "--gpus", "64", "true")
-    time.sleep(0.2)
-    assert d.job(3)["exit_code"] is None
+    three = wait_for(lambda: (lambda j: j if j["reason_detail"] or j["state"] != "Queued"
+                                          else None)(d.job(3)),
+                     what="a pass to consider job 3")
+    assert "can never run here" in three["reason_detail"]
+    assert three["state"] == "Queued" and three["exit_code"] is None

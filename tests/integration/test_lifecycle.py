@@ -42,8 +42,11 @@ def test_running_job_survives_down_and_up_and_keeps_its_exit_code(daemon_factory
     assert job["state"] == "Running" and job["gpu_ids"] == [0]
     # The adopted job still holds its GPU: a second GPU job waits.
     d.ok("gbatch", "--gpus", "1", "true")
-    time.sleep(0.3)
-    assert d.job(2)["state"] == "Queued"
+    # A pass has looked at job 2 (it leaves its waiting reason) and kept it queued.
+    two = wait_for(lambda: (lambda j: j if j["reason_detail"] or j["state"] != "Queued"
+                                        else None)(d.job(2)),
+                   what="a pass to consider job 2")
+    assert two["state"] == "Queued" and "0 free" in two["reason_detail"], two
 
     go.touch()
     job = d.wait_state(1, ("Failed", "Finished"))
@@ -308,7 +311,8 @@ def test_reload_flags_and_sighup_reread_the_config(daemon_factory):
 def test_status_lines(daemon_factory):
     d = daemon_factory(fake_gpus="2")
     res = d.run("gflowd", "status")
-    assert res.stdout.splitlines()[0] == "Status: Not running" and res.returncode == 0
+    # exit status 3 when stopped, as LSB and systemctl (0.4.13: 0; issue 23)
+    assert res.stdout.splitlines()[0] == "Status: Not running" and res.returncode == 3
     d.start()
     time.sleep(1.1)
     lines = d.ok("gflowd", "status").splitlines()
@@ -333,7 +337,8 @@ def test_status_lines(daemon_factory):
     finally:
         os.kill(api, signal.SIGCONT)
     d.ok("gflowd", "down")
-    assert d.ok("gflowd", "status").splitlines()[0] == "Status: Not running"
+    res = d.run("gflowd", "status")
+    assert res.stdout.splitlines()[0] == "Status: Not running" and res.returncode == 3
 
 
 @pytest.mark.slow

@@ -133,14 +133,14 @@ def test_4xx_is_not_retried(daemon_factory):
         configure(d, receiver.port, events='["job_submitted"]')
         d.start()
         d.ok("gbatch", "--gpus", "5", "true")
-        wait_for(lambda: receiver.events("job_submitted"), what="the first attempt")
-        # Retries would come after 1 s, 2 s ...; a second attempt would be here by now.
         d.ok("gbatch", "--gpus", "5", "true")
-        wait_for(lambda: len(receiver.events("job_submitted")) >= 2, timeout=10,
-                 what="the second job's event")
-        import time
-        time.sleep(1.5)
-        assert len(receiver.events("job_submitted")) == 2
+        # The notifier decides after each answer: a retry is logged as "retry in 1s",
+        # dropping as "giving up ... after 1 attempt(s)". Wait for both decisions.
+        log = d.logs / "gflowd.log"
+        wait_for(lambda: log.read_text().count("after 1 attempt(s): HTTP 404") == 2,
+                 timeout=15, what="both events given up after their first attempt")
+        assert "retry in" not in log.read_text()
+        assert sorted(p["job"]["id"] for p in receiver.events("job_submitted")) == [1, 2]
     finally:
         receiver.stop()
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from conftest import wait_for
 
 
@@ -66,11 +64,27 @@ def test_held_job_waits_for_release(daemon):
     d.ok("gbatch", "sleep", "1")
     d.ok("gbatch", "--depends-on", "1", "echo", "child")
     d.ok("gjob", "hold", "2")
+    d.ok("gbatch", "--depends-on", "1", "echo", "twin")          # 3: the same, not held
     d.wait_state(1, "Finished")
-    time.sleep(0.3)  # give a (wrong) pass the chance to start it
+    # The pass that started the twin saw the dependency met: had it ignored the hold, it
+    # would have started job 2 as well.
+    d.wait_state(3, ("Running", "Finished"))
     assert d.job(2)["state"] == "Hold"
     d.ok("gjob", "release", "2")
     d.wait_state(2, "Finished")
+
+
+def test_held_dependents_of_a_failed_job_are_cancelled(daemon, tmp_path):
+    d = daemon
+    go = tmp_path / "go"
+    d.ok("gbatch", "bash", "-c", f"while [ ! -e {go} ]; do sleep 0.05; done; exit 1")
+    d.ok("gbatch", "--depends-on", "1", "echo", "never")        # 2: held, then cancelled
+    d.ok("gbatch", "--depends-on", "2", "echo", "never")        # 3: held too, transitively
+    d.ok("gjob", "hold", "2,3")
+    d.wait_state(1, "Running")
+    go.touch()
+    assert d.wait_state(2, "Cancelled")["reason"] == {"DependencyFailed": 1}
+    assert d.wait_state(3, "Cancelled")["reason"] == {"DependencyFailed": 2}
 
 
 def test_group_limit_and_gpus_released(daemon):
@@ -83,8 +97,19 @@ def test_group_limit_and_gpus_released(daemon):
 
 
 def test_gpu_jobs_never_stall_behind_short_jobs(daemon):
+    """A GPU job queued behind CPU jobs starts in the pass of its own submission while its
+    GPUs are idle: it does not wait for the jobs ahead of it to end (they run 60 s here, so a
+    stall cannot pass), nor for a later tick."""
     d = daemon
     for _ in range(6):
-        d.ok("gbatch", "sleep", "0.2")
+        d.ok("gbatch", "sleep", "60")
+    for i in range(1, 7):
+        d.wait_state(i, "Running")
     d.ok("gbatch", "--gpus", "2", "echo", "gpu job")
-    d.wait_state(7, "Finished", timeout=15)
+    job = d.wait_state(7, ("Running", "Finished"), timeout=5)
+    assert job["gpu_ids"] == [0, 1]
+    waited = (job["started_at"]["secs_since_epoch"] + job["started_at"]["nanos_since_epoch"] / 1e9
+              - job["submitted_at"]["secs_since_epoch"]
+              - job["submitted_at"]["nanos_since_epoch"] / 1e9)
+    assert 0 <= waited < 1.0, waited          # the same pass: milliseconds, not a tick
+    assert all(d.job(i)["state"] == "Running" for i in range(1, 7))

@@ -121,3 +121,76 @@ def test_state_survives_reload_through_the_store(tmp_path):
     assert [again.jobs[i].state.value for i in ids] == ["Queued", "Hold", "Queued"]
     assert again.next_job_id == 4
     assert again.queued == {ids[0], ids[2]} and again.held == {ids[1]}
+
+
+# --- cascades reach held dependents (issue 24) ---------------------------------------------
+# A held job is never a candidate of a pass, so only the cascade itself can cancel it: these
+# fail if the cascade looks at Queued dependents only.
+
+def hold(core, job_id):
+    assert core.handle("transition", {"id": job_id, "action": "hold"})[0] == 200
+    assert core.jobs[job_id].state.value == "Hold"
+
+
+def test_failed_parent_cancels_held_dependents_transitively(tmp_path):
+    core = make_core(tmp_path, FakeClock())
+    parent = submit(core)
+    settle(core, False)
+    assert core.jobs[parent].state.value == "Running"
+    child = submit(core, depends_on_ids=[parent], auto_cancel_on_dependency_failure=True)
+    grandchild = submit(core, depends_on_ids=[child], auto_cancel_on_dependency_failure=True)
+    flagged = submit(core, depends_on_ids=[parent], auto_cancel_on_dependency_failure=False)
+    for jid in (child, grandchild, flagged):
+        hold(core, jid)
+    settle(core, False)
+    core.on_exited(parent, {"exit_code": 1})
+    # Cancelled by the exit itself (no pass ran yet), each naming its immediate parent.
+    assert core.jobs[parent].state.value == "Failed"
+    assert (core.jobs[child].state.value, core.jobs[child].reason) == (
+        "Cancelled", {"DependencyFailed": parent})
+    assert (core.jobs[grandchild].state.value, core.jobs[grandchild].reason) == (
+        "Cancelled", {"DependencyFailed": child})
+    # Without auto-cancel the held job stays held, flagged as never runnable.
+    assert core.jobs[flagged].state.value == "Hold"
+    assert core.jobs[flagged].reason_detail == (
+        f"dependency can never be met: job {parent} did not finish")
+    settle(core, True)
+    again = make_core(tmp_path, FakeClock())        # and that is what was made durable
+    assert [again.jobs[i].state.value for i in (child, grandchild, flagged)] == [
+        "Cancelled", "Cancelled", "Hold"]
+
+
+def test_cancelled_or_timed_out_parent_cancels_held_dependents(tmp_path):
+    clock = FakeClock()
+    core = make_core(tmp_path, clock)
+    cancelled = submit(core, gpus=9)                 # never starts: cancelled while queued
+    timed = submit(core, time_limit={"secs": 60, "nanos": 0})
+    settle(core, False)
+    a = submit(core, depends_on_ids=[cancelled], auto_cancel_on_dependency_failure=True)
+    b = submit(core, depends_on_ids=[timed], auto_cancel_on_dependency_failure=True)
+    hold(core, a)
+    hold(core, b)
+    assert core.handle("transition", {"id": cancelled, "action": "cancel"})[0] == 200
+    assert core.jobs[a].state.value == "Cancelled"
+    assert core.jobs[a].reason == {"DependencyFailed": cancelled}
+    clock.t += 60
+    core.enforce_time_limits()
+    assert core.jobs[timed].state.value == "Timeout"
+    assert core.jobs[b].state.value == "Cancelled"
+    assert core.jobs[b].reason == {"DependencyFailed": timed}
+
+
+def test_cascade_leaves_satisfiable_and_finished_dependents_alone(tmp_path):
+    core = make_core(tmp_path, FakeClock())
+    bad, good = submit(core), submit(core)
+    settle(core, False)
+    any_mode = submit(core, depends_on_ids=[bad, good], dependency_mode="Any",
+                      auto_cancel_on_dependency_failure=True)
+    hold(core, any_mode)
+    core.on_exited(bad, {"exit_code": 2})
+    assert core.jobs[any_mode].state.value == "Hold"     # `good` may still finish
+    assert core.jobs[any_mode].reason_detail != (
+        f"dependency can never be met: job {bad} did not finish")
+    core.on_exited(good, {"exit_code": 0})
+    assert core.jobs[good].state.value == "Finished"
+    assert core.jobs[any_mode].state.value == "Hold"

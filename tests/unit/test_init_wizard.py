@@ -202,7 +202,7 @@ def test_rendered_notifications_load(tmp_path):
 # --- the wizard on a terminal ----------------------------------------------------------------
 
 def spawn(home: Path, *args):
-    pexpect = pytest.importorskip("pexpect")
+    import pexpect  # a test extra
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GFLOW_", "XDG_"))}
     env.update(HOME=str(home), GFLOW_FAKE_GPUS="4:16G", TZ="Asia/Tokyo", TERM="dumb",
                PYTHONPATH=str(Path(__file__).resolve().parents[2]))
@@ -312,6 +312,11 @@ def test_interactive_port_in_use_asks(tmp_path):
         answer(child, "Daemon port [59000]: ", str(port))
         answer(child, f"Port {port} may be in use on host '127.0.0.1'. Continue anyway? [y/N]: ",
                "")
+        # "no" asks for another port (0.4.13 aborted the wizard here)
+        answer(child, f"Daemon port [{port}]: ", "0")
+        answer(child, "Store this timezone in config? [Y/n]: ", "n")
+        answer(child, "Configure advanced options? [y/N]: ", "n")
+        answer(child, "? [Y/n]: ", "n")
         child.expect_exact("Aborted by user")
         child.expect(pexpect_eof())
         child.close()

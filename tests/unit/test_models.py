@@ -9,6 +9,17 @@ from gflow.models import (
     reason_display,
 )
 
+# spec/api.md §3.1, the Job object's 30 keys in their captured order (written out here, not
+# taken from gflow.models, so that a change there cannot change what is expected).
+SPEC_JOB_KEYS = [
+    "id", "script", "command", "gpus", "conda_env", "run_dir", "priority", "depends_on",
+    "depends_on_ids", "dependency_mode", "auto_cancel_on_dependency_failure", "task_id",
+    "gpu_sharing_mode", "gpu_memory_limit_mb", "time_limit", "memory_limit_mb",
+    "submitted_by", "redone_from", "auto_close_tmux", "parameters", "group_id",
+    "max_concurrent", "run_name", "project", "state", "gpu_ids", "submitted_at",
+    "started_at", "finished_at", "reason",
+]
+
 
 def test_transition_table_matches_0413():
     legal = {(s.value, d.value) for s, ds in ALLOWED_TRANSITIONS.items() for d in ds}
@@ -17,6 +28,26 @@ def test_transition_table_matches_0413():
                      ("Running", "Failed"), ("Running", "Cancelled"), ("Running", "Timeout")}
     assert not can_transition(JobState.FINISHED, JobState.FAILED)
     assert not can_transition(JobState.RUNNING, JobState.QUEUED)
+
+
+# spec/scheduler.md §2.3, written out: every other pair, each state to itself included,
+# is refused.
+LEGAL_0413 = {("Queued", "Running"), ("Queued", "Hold"), ("Queued", "Cancelled"),
+              ("Hold", "Queued"), ("Hold", "Cancelled"),
+              ("Running", "Finished"), ("Running", "Failed"), ("Running", "Cancelled"),
+              ("Running", "Timeout")}
+STATE_NAMES = ["Queued", "Hold", "Running", "Finished", "Failed", "Cancelled", "Timeout"]
+
+
+@pytest.mark.parametrize("src", STATE_NAMES)
+@pytest.mark.parametrize("dst", STATE_NAMES)
+def test_can_transition_is_exactly_the_0413_table(src, dst):
+    assert can_transition(JobState(src), JobState(dst)) is ((src, dst) in LEGAL_0413)
+
+
+def test_no_state_may_transition_to_itself():
+    assert [s.value for s in JobState if can_transition(s, s)] == []
+    assert [s.value for s in JobState] == STATE_NAMES     # the enum is the spec's seven
 
 
 @pytest.mark.parametrize("text,state", [("Queued", JobState.QUEUED), ("PD", JobState.QUEUED),
@@ -37,7 +68,8 @@ def test_wire_round_trip_keeps_all_keys_in_order():
               depends_on_ids=[3], reason={"DependencyFailed": 3}, parameters={"b": "2", "a": "1"},
               group_id="afd540d3-5174-42e4-b8e9-254872aee375", exit_code=1, env={"A": "B"})
     wire = job_to_wire(job)
-    assert tuple(wire)[:30] == WIRE_KEYS and tuple(wire)[30:] == ("exit_code", "reason_detail")
+    assert list(wire) == SPEC_JOB_KEYS + ["exit_code", "reason_detail"]
+    assert WIRE_KEYS == tuple(SPEC_JOB_KEYS)
     assert wire["time_limit"] == {"secs": 90, "nanos": 500000000}
     assert wire["submitted_at"]["secs_since_epoch"] == 1795500107
     assert "env" not in wire and job_to_wire(job, with_env=True)["env"] == {"A": "B"}

@@ -16,7 +16,9 @@ from gflow.shell.app import GflowShell
 from gflow.shell.commands import (
     CATEGORY_ORDER, SHELL_COMMANDS, SHORTCUTS_TABLE, TOOLS, parse_target,
 )
-from gflow.shell.complete import GPU, HELD_JOB, JOB, QUEUED_JOB, RESERVATION, Candidate
+from gflow.shell.complete import (
+    ANY_JOB, GPU, HELD_JOB, JOB, QUEUED_JOB, RESERVATION, Candidate,
+)
 from gflow.shell.streams import _StderrLines, _tool_stdout
 
 
@@ -180,7 +182,7 @@ def test_parse_target():
 def test_completion_is_wired_to_the_parsers_and_live_values(env, monkeypatch):
     shell = make()
     live = {JOB: ["3", "12"], QUEUED_JOB: ["3"], HELD_JOB: ["12"], GPU: ["0", "1"],
-            RESERVATION: ["7"]}
+            RESERVATION: ["7"], ANY_JOB: ["3", "12", "15"]}  # 15: finished
     monkeypatch.setattr(shell, "_lookup",
                         lambda kind: [Candidate(v, kind) for v in live.get(kind, [])])
 
@@ -190,11 +192,11 @@ def test_completion_is_wired_to_the_parsers_and_live_values(env, monkeypatch):
 
     assert complete("hold ") == ["3"]
     assert complete("release ") == ["12"]
-    assert complete("gjob show ") == ["3", "12"]
-    assert complete("show 1") == ["12"]
+    assert complete("gjob show ") == ["3", "12", "15"]
+    assert complete("show 1") == ["12", "15"]
     assert complete("cancel ") == ["3", "12"]
     assert complete("q --al") == ["--all"]
-    assert complete("watch -n 1 show ") == ["3", "12"]
+    assert complete("watch -n 1 show ") == ["3", "12", "15"]
     assert complete("watch -n 1 q --al") == ["--all"]
     assert "show" in complete("gjob ")
     assert complete("help sh") == ["shell", "shortcuts", "show"]

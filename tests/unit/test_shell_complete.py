@@ -7,12 +7,12 @@ import argparse
 import pytest
 
 from gflow.shell.complete import (
-    GPU, HELD_JOB, JOB, PATH, QUEUED_JOB, RESERVATION, USER, Candidate, analyse,
+    ANY_JOB, GPU, HELD_JOB, JOB, PATH, QUEUED_JOB, RESERVATION, USER, Candidate, analyse,
     complete_args, value_kind,
 )
 
 LIVE = {JOB: ["3", "12"], QUEUED_JOB: ["3"], HELD_JOB: ["12"], GPU: ["0", "1"],
-        USER: ["alice", "bob"], RESERVATION: ["1", "2"]}
+        USER: ["alice", "bob"], RESERVATION: ["1", "2"], ANY_JOB: ["15", "12", "3"]}
 
 
 def lookup(kind):
@@ -118,7 +118,10 @@ def test_the_real_tools():
     found, kind = texts(tool("gjob"), [], "")
     assert {"show", "log", "hold", "release"} <= set(found) and kind is None
     assert texts(tool("gjob"), ["hold"], "") == (["3"], QUEUED_JOB)
-    assert texts(tool("gjob"), ["log", "-f"], "1") == (["12"], JOB)
+    # log/show/redo want finished jobs too (issue 23): 15 is one
+    assert texts(tool("gjob"), ["log", "-f"], "1") == (["15", "12"], ANY_JOB)
+    assert texts(tool("gjob"), ["show"], "") == (["15", "12", "3"], ANY_JOB)
+    assert texts(tool("gjob"), ["redo", "-d"], "") == (["3", "12"], JOB)
     assert texts(tool("gcancel"), [], "") == (["3", "12"], JOB)
     assert "--all" in texts(tool("gqueue"), [], "--a")[0]
     assert texts(tool("gqueue"), ["-u"], "a") == (["alice"], USER)
@@ -128,7 +131,6 @@ def test_the_real_tools():
 
 
 def test_gctl_when_present():
-    pytest.importorskip("gflow.cli.gctl")
     gctl = tool("gctl")
     assert {"set-gpus", "show-gpus", "reserve"} <= set(texts(gctl, [], "")[0])
     assert texts(gctl, ["set-gpus"], "") == (["0", "1"], GPU)
@@ -142,6 +144,5 @@ def test_values_known_without_the_daemon():
     assert texts(tool("gqueue"), ["-o"], "") == (["table", "json", "csv", "yaml"], None)
     assert texts(tool("gqueue"), ["--sort"], "p") == (["priority"], None)
     assert texts(tool("gstats"), ["-o"], "") == (["table", "json", "csv"], None)
-    pytest.importorskip("gflow.cli.gctl")
     assert texts(tool("gctl"), ["reserve", "list", "--status"], "c") == \
         (["completed", "cancelled"], None)

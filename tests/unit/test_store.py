@@ -22,6 +22,18 @@ from gflow.store import (
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "state"
 TOP_KEYS = ["version", "job_specs", "job_runtimes", "state_path", "next_job_id",
             "allowed_gpu_indices", "reservations", "next_reservation_id"]
+# spec/api.md §8.2, written out (not taken from gflow.store): the JobSpec and JobRuntime
+# keys in order, then ours (DESIGN.md §2: `env` with the spec, `exit_code` and
+# `reason_detail` with the runtime; 0.4.13 ignores unknown keys).
+SPEC_0413 = ["script", "command", "conda_env", "run_dir", "parameters", "submitted_by",
+             "submitted_at", "task_id", "redone_from", "auto_close_tmux", "run_name",
+             "project", "depends_on", "depends_on_ids", "dependency_mode",
+             "auto_cancel_on_dependency_failure"]
+RUNTIME_0413 = ["id", "state", "priority", "gpus", "gpu_sharing_mode", "gpu_memory_limit_mb",
+                "time_limit", "memory_limit_mb", "gpu_ids", "group_id", "max_concurrent",
+                "started_at", "finished_at", "reason"]
+SPEC_OURS = ["env"]
+RUNTIME_OURS = ["exit_code", "reason_detail"]
 
 
 def mkjob(i, **kw):
@@ -139,6 +151,9 @@ def test_torn_last_frame_loses_only_that_record(tmp_path):
     assert "torn" in back.replay_note
     good = os.path.getsize(tmp_path / WAL_NAME)
     assert good == store.wal_bytes < size - 3  # cut at once
+    # A torn tail is the normal trace of a crash mid-append, not damage: nothing is set
+    # aside (a damaged frame is, see below).
+    assert not list(tmp_path.glob(WAL_NAME + ".corrupt.*"))
     # New records go after the good prefix and survive the next load.
     store.append({"op": "job", "job": mkjob(3, command="again")})
     store.commit()
@@ -146,6 +161,29 @@ def test_torn_last_frame_loses_only_that_record(tmp_path):
     _, again = load(tmp_path)
     assert list(again.jobs) == [1, 2, 3] and again.jobs[3]["command"] == "again"
     assert again.replay_note is None
+
+
+@pytest.mark.parametrize("cut", [1, 7, 8, 9, 20])
+def test_a_crash_mid_append_at_any_byte_is_a_torn_tail(tmp_path, cut):
+    """Cut the last frame after `cut` of its bytes (inside the header, right after it,
+    inside the payload): the records before it come back, the tail is cut without
+    setting anything aside, and the log takes new records right after the good prefix."""
+    size = commit_three_jobs(tmp_path)
+    raw = (tmp_path / WAL_NAME).read_bytes()
+    first_len = int.from_bytes(raw[0:4], "little")
+    second_len = int.from_bytes(raw[8 + first_len:12 + first_len], "little")
+    third = 16 + first_len + second_len
+    assert third < size
+    os.truncate(tmp_path / WAL_NAME, third + cut)
+    store, back = load(tmp_path)
+    assert list(back.jobs) == [1, 2]
+    assert os.path.getsize(tmp_path / WAL_NAME) == third == store.wal_bytes
+    assert not list(tmp_path.glob(WAL_NAME + ".corrupt.*"))
+    store.append({"op": "job", "job": mkjob(4)})
+    store.commit()
+    store.close()
+    _, again = load(tmp_path)
+    assert list(again.jobs) == [1, 2, 4] and again.replay_note is None
 
 
 def test_corrupt_crc_stops_replay_there(tmp_path):
@@ -219,9 +257,10 @@ def test_snapshot_key_order_and_bytes(tmp_path):
     assert top["state_path"] == os.path.join(os.path.abspath(tmp_path), "state.json")
     assert top["next_job_id"] == 3 and top["next_reservation_id"] == 3
     assert top["allowed_gpu_indices"] == [0, 2]
-    assert [list(s) for s in top["job_specs"]] == [list(SPEC_KEYS + SPEC_EXTRA_KEYS)] * 2
-    assert [list(r) for r in top["job_runtimes"]] == [
-        list(RUNTIME_KEYS + RUNTIME_EXTRA_KEYS)] * 2
+    assert [list(s) for s in top["job_specs"]] == [SPEC_0413 + SPEC_OURS] * 2
+    assert [list(r) for r in top["job_runtimes"]] == [RUNTIME_0413 + RUNTIME_OURS] * 2
+    assert (list(SPEC_KEYS), list(RUNTIME_KEYS)) == (SPEC_0413, RUNTIME_0413)
+    assert (list(SPEC_EXTRA_KEYS), list(RUNTIME_EXTRA_KEYS)) == (SPEC_OURS, RUNTIME_OURS)
     assert [r["id"] for r in top["job_runtimes"]] == [1, 2]  # index i holds id i+1
     assert top["job_specs"][0]["env"] == {"PATH": "/usr/bin", "HOME": "/home/a"}
     assert top["job_runtimes"][0]["exit_code"] == 3
@@ -232,9 +271,8 @@ def test_snapshot_key_order_and_bytes(tmp_path):
     jobs = [state.jobs[1], state.jobs[2]]
     manual = {
         "version": 4,
-        "job_specs": [{k: j[k] for k in SPEC_KEYS + ("env",)} for j in jobs],
-        "job_runtimes": [{k: j[k] for k in RUNTIME_KEYS + ("exit_code", "reason_detail")}
-                         for j in jobs],
+        "job_specs": [{k: j[k] for k in SPEC_0413 + SPEC_OURS} for j in jobs],
+        "job_runtimes": [{k: j[k] for k in RUNTIME_0413 + RUNTIME_OURS} for j in jobs],
         "state_path": top["state_path"], "next_job_id": 3, "allowed_gpu_indices": [0, 2],
         "reservations": [state.reservations[2], state.reservations[1]],
         "next_reservation_id": 3,

@@ -19,7 +19,8 @@ def parse(name: str) -> configparser.ConfigParser:
     return cp
 
 
-@pytest.mark.parametrize("name", ["gflowd.service", "gflowd@.service"])
+@pytest.mark.parametrize("name", ["gflowd.service", "gflowd@.service",
+                                  "gflowd-system.service"])
 def test_unit_shape(name):
     unit = parse(name)
     service = unit["Service"]
@@ -31,7 +32,8 @@ def test_unit_shape(name):
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="no systemd-analyze here")
-@pytest.mark.parametrize("name", ["gflowd.service", "gflowd@.service"])
+@pytest.mark.parametrize("name", ["gflowd.service", "gflowd@.service",
+                                  "gflowd-system.service"])
 def test_systemd_analyze_verify(name, tmp_path):
     target = tmp_path / (name.replace("@.", "@lab.") if "@" in name else name)
     shutil.copy(UNITS / name, target)
@@ -48,6 +50,16 @@ def test_service_install_writes_the_contrib_unit():
     """`gflowd service install` renders contrib/systemd/gflowd.service (ExecStart aside)."""
     from gflow.cli import systemd_unit
     assert systemd_unit.render("/usr/bin/env gflowd") == (UNITS / "gflowd.service").read_text()
+
+
+def test_service_install_system_writes_the_contrib_unit():
+    """`gflowd service install --system` renders contrib/systemd/gflowd-system.service."""
+    from gflow.cli import systemd_unit
+    assert systemd_unit.render("/usr/bin/env gflowd", system=True) == (
+        UNITS / "gflowd-system.service").read_text()
+    service = parse("gflowd-system.service")["Service"]
+    assert "GFLOW_DAEMON_SOCKET=/run/gflow/gflowd.sock" in service["Environment"]
+    assert "User" not in service                   # root, so jobs can run as submitters
 
 
 def test_exec_start_quoting():
