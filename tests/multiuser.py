@@ -133,14 +133,14 @@ def gflow_venv(base: Path) -> Path:
 
 
 def run_as(account: Account, argv: list, *, env: dict, input: str | None = None,
-           timeout: float = 60, cwd=None) -> subprocess.CompletedProcess:
+           timeout: float = 60, cwd=None, umask: int = -1) -> subprocess.CompletedProcess:
     """Run `argv` as `account` (its uid, gid and groups), with HOME and USER its own."""
     full_env = {**env, "HOME": str(account.home), "USER": account.name,
                 "LOGNAME": account.name, "PATH": "/usr/local/bin:/usr/bin:/bin"}
     return subprocess.run([str(a) for a in argv], env=full_env, input=input,
                           capture_output=True, text=True, timeout=timeout,
                           cwd=cwd or account.home, user=account.uid, group=account.gid,
-                          extra_groups=account.groups)
+                          extra_groups=account.groups, umask=umask)
 
 
 def raw_http(account: Account, method: str, url_or_socket: str, path: str, *,

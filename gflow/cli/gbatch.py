@@ -264,7 +264,15 @@ def base_job(args, user: str) -> dict:
         "max_concurrent": None, "run_name": args.name, "project": args.project,
         "state": "Queued", "gpu_ids": None, "submitted_at": None, "started_at": None,
         "finished_at": None, "reason": None,
+        # Ours: a root daemon runs the job as its submitter, with the submitter's umask.
+        "umask": current_umask(),
     }
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)      # reading the umask means setting it: put it back at once
+    os.umask(mask)
+    return mask
 
 
 def write_stdin_script(content: str) -> str:

@@ -100,8 +100,17 @@ def read_lock_info(path) -> Optional[dict]:
 
 
 def check_data_dir(paths) -> None:
+    """Create the data and logs directories 0700; refuse ones another account owns or
+    others may write (OpenSSH's rule: never trust what someone else could have changed),
+    and take back read access from others (the state holds environments)."""
     try:
-        os.makedirs(paths.logs_dir, mode=0o700, exist_ok=True)
+        os.makedirs(paths.data_dir.parent, exist_ok=True)
+        for directory in (paths.data_dir, paths.logs_dir):
+            try:
+                os.mkdir(directory, 0o700)
+            except FileExistsError:
+                pass
+            _check_private_dir(directory)
         probe = paths.data_dir / f".write-test-{os.getpid()}"
         with open(probe, "w"):
             pass
@@ -109,6 +118,22 @@ def check_data_dir(paths) -> None:
     except OSError as exc:
         raise StartupError(f"state directory {paths.data_dir} is not writable ({exc.strerror}): "
                            "fix its permissions or set XDG_DATA_HOME") from None
+
+
+def _check_private_dir(directory) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid():
+            raise StartupError(f"{directory} belongs to uid {st.st_uid}, not to the account "
+                               "running gflowd: chown it or set XDG_DATA_HOME")
+        if st.st_mode & 0o022:
+            raise StartupError(f"{directory} is writable by others (mode "
+                               f"{st.st_mode & 0o777:o}): run `chmod 700 {directory}`")
+        if st.st_mode & 0o077:
+            os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
 
 
 def wait_ready(reader, proc, timeout: float) -> bool:

@@ -220,3 +220,19 @@ def test_the_account_name_is_checked_before_anything_runs(account):
                         "finished_at": info["finished_at"]}
     finally:
         subprocess.run(["rm", "-rf", str(base)])
+
+
+def test_the_data_dir_is_private_and_a_writable_one_is_refused(daemon_factory):
+    d = daemon_factory(fake_gpus="1")
+    d.start()
+    assert (d.data_dir.stat().st_mode & 0o777) == 0o700
+    assert (d.logs.stat().st_mode & 0o777) == 0o700
+    d.ok("gflowd", "down")
+    d.data_dir.chmod(0o777)
+    res = d.run("gflowd", "up")
+    assert res.returncode == 1
+    assert f"{d.data_dir} is writable by others (mode 777)" in res.stderr, res.stderr
+    assert f"chmod 700 {d.data_dir}" in res.stderr
+    d.data_dir.chmod(0o755)                      # readable only: tightened, then served
+    d.start()
+    assert (d.data_dir.stat().st_mode & 0o777) == 0o700

@@ -66,15 +66,16 @@ def as_user(box, account, tool, *args, socket: bool = True, **kw):
     return run_as(account, [box.bin / tool, *args], env=client_env(box, socket=socket), **kw)
 
 
-def submit(box, account, command: str, *args) -> int:
-    res = as_user(box, account, "gbatch", *args, "bash", "-c", command)
+def submit(box, account, command: str, *args, **kw) -> int:
+    res = as_user(box, account, "gbatch", *args, "bash", "-c", command, **kw)
     assert res.returncode == 0, (res.stdout, res.stderr)
     return int(res.stdout.split("job")[1].split()[0])
 
 
 def test_a_job_runs_as_its_submitter_and_its_files_are_theirs(box):
     a = box.a
-    job_id = submit(box, a, "id -u; id -G; touch $HOME/made-by-job; echo home=$HOME")
+    job_id = submit(box, a, "id -u; id -G; touch $HOME/made-by-job; echo home=$HOME",
+                    umask=0o027)
     job = box.daemon.wait_state(job_id, ("Finished", "Failed"), timeout=30)
     log = (box.daemon.logs / f"{job_id}.log").read_text()
     assert job["state"] == "Finished", (job, log)
@@ -84,6 +85,7 @@ def test_a_job_runs_as_its_submitter_and_its_files_are_theirs(box):
     assert f"home={a.home}" in log
     made = a.home / "made-by-job"
     assert made.stat().st_uid == a.uid and made.stat().st_gid == a.gid
+    assert stat.S_IMODE(made.stat().st_mode) == 0o640       # the submitter's umask, 027
     assert job["submitted_by"] == a.name
     # The log is the submitter's to read and nobody else's to write.
     st = (box.daemon.logs / f"{job_id}.log").stat()
