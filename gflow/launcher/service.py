@@ -118,6 +118,9 @@ class Launcher:
         # Where job cgroups go (cgroup.detect()); None: memory limits are sampled.
         self.cgroup_base = cgroup_base
         self.jobs: dict[int, Tracked] = {}
+        # Monitors whose job is forgotten but which had not exited yet: reaped by the
+        # next checks, so none stays <defunct> until another Popen happens to reap it.
+        self.exiting: list[subprocess.Popen] = []
         self.lock = threading.RLock()
         self.channel: Optional[HubClient] = None
         self.base_env = dict(os.environ)
@@ -240,8 +243,8 @@ class Launcher:
 
     def forget(self, job_id: int) -> None:
         tracked = self.jobs.pop(job_id, None)
-        if tracked and tracked.popen is not None:
-            tracked.popen.poll()
+        if tracked and tracked.popen is not None and tracked.popen.poll() is None:
+            self.exiting.append(tracked.popen)
 
     def signal(self, job_id: int, signame: str, grace: float) -> None:
         tracked = self.jobs.get(job_id)
@@ -463,6 +466,8 @@ class Launcher:
     def check_all(self) -> None:
         for job_id in list(self.jobs):
             self.check(job_id)
+        if self.exiting:
+            self.exiting = [p for p in self.exiting if p.poll() is None]
 
     def report(self, job_id: int, info: dict) -> None:
         tracked = self.jobs.get(job_id)
