@@ -461,3 +461,28 @@ def test_another_account_is_refused_with_one_sentence(core):
     resp = mallory.post("/jobs", json={"command": "x", "submitted_by": owner_name})
     assert resp.status_code == 403 and "only a gflow admin may submit jobs as" in resp.data.decode()
     assert owner.get(f"/jobs/{job_id}").get_json()["state"] == "Running"
+
+
+def test_private_logs_are_for_owner_and_admins(tmp_path, clock):
+    core = make_core(tmp_path, clock, config_text="[security]\nprivate_logs = true\n")
+    other = {"uid": 4242, "user": "mallory", "groups": ["mallory"], "via": "unix"}
+    owner = client_for(create_app(CoreBridge(core)))
+    mallory = client_for(create_app(CoreBridge(core)), caller=other)
+    job_id = submit(owner)
+    core.paths.job_log(job_id).parent.mkdir(parents=True, exist_ok=True)
+    core.paths.job_log(job_id).write_text("secret output\n")
+    assert owner.get(f"/jobs/{job_id}/log").status_code == 200
+    resp = mallory.get(f"/jobs/{job_id}/log")
+    assert resp.status_code == 403
+    assert "may read the log of it" in resp.get_json()["error"]
+    anonymous = client_for(create_app(CoreBridge(core)), caller=None)
+    assert anonymous.get(f"/jobs/{job_id}/log").status_code == 403
+    # Without private_logs (the default), everyone reads logs, as in 0.4.13.
+    (tmp_path / "public").mkdir()
+    public = make_core(tmp_path / "public", clock)
+    pub_owner = client_for(create_app(CoreBridge(public)))
+    pub_id = submit(pub_owner)
+    public.paths.job_log(pub_id).parent.mkdir(parents=True, exist_ok=True)
+    public.paths.job_log(pub_id).write_text("shared output\n")
+    pub_other = client_for(create_app(CoreBridge(public)), caller=other)
+    assert pub_other.get(f"/jobs/{pub_id}/log").status_code == 200
