@@ -9,7 +9,7 @@ import pytest
 
 from conftest import tool_path, wait_for
 
-pexpect = pytest.importorskip("pexpect")
+import pexpect  # noqa: E402  (a test extra: an import error must fail, not skip)
 
 PROMPT = "gflow>"          # prompt-toolkit draws the trailing space as a cursor move
 
@@ -79,14 +79,15 @@ def test_tab_completes_the_id_of_a_live_job(daemon, shells):
     live = submit(daemon, "--name", "waiting", "--gpus", "3", "sleep", "100")
     daemon.wait_state(live, "Queued")
     child = start(shells, daemon)
-    child.send("show \t")                     # the only live job: completed in place
+    # hold completes queued jobs only (show also offers finished ones, since issue 23):
+    # the only live job is completed in place
+    child.send("hold \t")
     child.expect(drawn(str(live)))
     child.send("\r")
-    child.expect(f"ID={live}")
-    child.expect("Name=waiting|Command=sleep 100")
+    child.expect("put on hold")
     child.expect(PROMPT)
-    # hold completes queued jobs only; the held job is then what release completes
-    run(child, f"hold {live}", "put on hold")
+    run(child, f"show {live}", f"ID={live}", "Name=waiting|Command=sleep 100")
+    # the held job is then what release completes
     child.send("release \t")
     child.expect(drawn(str(live)))
     child.send("\r")
