@@ -68,6 +68,8 @@ def create_app(bridge, *, max_body_bytes: int = 16 * 1024 * 1024, threads: int =
     app.url_map.strict_slashes = False
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)
+    from gflow.api import ui  # the dashboard at /ui (it reads the admins from the config)
+    ui.register(app, config)
     register_error_handlers(app, max_body_bytes)
 
     @app.after_request
