@@ -40,12 +40,7 @@ ExecReload=/bin/kill -HUP $MAINPID
 # Stop the daemon only: each job runs under its own monitor in its own session and keeps
 # running across stops and restarts; the next start re-adopts it. Use KillMode=control-group
 # (the default) instead if stopping the service must kill every job.
-KillMode=process
-KillSignal=SIGTERM
-TimeoutStopSec=60
-Restart=on-failure
-RestartSec=5
-
+{stop_and_restart}
 [Install]
 WantedBy=default.target
 """
@@ -76,14 +71,18 @@ RuntimeDirectoryMode=0755
 ExecStart={exec_start} up --foreground
 ExecReload=/bin/kill -HUP $MAINPID
 # Jobs outlive the daemon under their monitors (see gflowd.service).
+{stop_and_restart}
+[Install]
+WantedBy=multi-user.target
+"""
+
+# Both units stop the master only (jobs keep running) and restart it when it fails.
+STOP_AND_RESTART = """\
 KillMode=process
 KillSignal=SIGTERM
 TimeoutStopSec=60
 Restart=on-failure
 RestartSec=5
-
-[Install]
-WantedBy=multi-user.target
 """
 
 
@@ -109,7 +108,8 @@ def gflowd_command() -> str:
 
 def render(exec_start: Optional[str] = None, system: bool = False) -> str:
     template = SYSTEM_UNIT_TEMPLATE if system else UNIT_TEMPLATE
-    return template.format(exec_start=exec_start or gflowd_command())
+    return template.format(exec_start=exec_start or gflowd_command(),
+                           stop_and_restart=STOP_AND_RESTART)
 
 
 def unit_path(env=None, system: bool = False) -> Path:
