@@ -223,12 +223,14 @@ class Client:
             self._conn = None
 
     def request(self, method: str, path: str, body: Any = None,
-                query: Optional[dict] = None) -> tuple[int, Any]:
-        """(status, decoded body); raises ConnectionFailed when the daemon is unreachable."""
+                query: Optional[dict] = None, raw: bool = False) -> tuple[int, Any]:
+        """(status, decoded body), or the body's bytes with `raw`; raises ConnectionFailed
+        when the daemon is unreachable."""
         if query:
             items = {k: v for k, v in query.items() if v is not None}
             if items:
                 path += "?" + urlencode(items, quote_via=quote, safe="")
+        want_raw = raw
         headers = {"accept": "*/*"}
         data = None
         if body is not None:
@@ -264,6 +266,8 @@ class Client:
             # gflowd never answers with markup (its empty replies may say text/html);
             # printing a web server's page helps no one
             raise NotGflowd(f"{self.address} answered with HTML: is it gflowd?")
+        if want_raw:
+            return status, raw
         parsed: Any = raw.decode("utf-8", "replace")
         if "json" in ctype and raw:
             try:

@@ -14,6 +14,9 @@ try:
 except ModuleNotFoundError:  # pragma: no cover - Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
+from gflow.config_email import EMAIL_KEYS, EmailConfig, parse_email
+from gflow.config_fairshare import FAIR_SHARE_KEYS, FairShareConfig, parse_fair_share
+from gflow.config_quota import QuotaConfig, parse_quota, quota_keys
 from gflow.errors import ConfigError, ParseError
 from gflow.parsing import parse_gpu_spec
 from gflow.paths import Paths
@@ -21,7 +24,7 @@ from gflow.paths import Paths
 __all__ = [
     "DaemonConfig", "SchedulerConfig", "LauncherConfig", "ApiConfig", "ProjectsConfig",
     "WebhookConfig", "NotificationsConfig", "ShellConfig", "LoggingConfig", "SecurityConfig",
-    "Config",
+    "GpuConfig", "Config",
     "load_config", "config_keys", "ENV_VARS", "WEBHOOK_EVENTS", "LOG_LEVELS",
 ]
 
@@ -30,7 +33,8 @@ MiB = 1024 * 1024
 WEBHOOK_EVENTS = (
     "job_submitted", "job_started", "job_completed", "job_failed", "job_cancelled",
     "job_timeout", "job_held", "job_released", "gpu_available", "reservation_created",
-    "reservation_cancelled",
+    "reservation_cancelled", "job_retrying", "job_suspended", "job_resumed",
+    "gpu_idle_held",
 )
 LOG_LEVELS = ("error", "warn", "info", "debug", "trace")  # "warning" is read as "warn"
 STRATEGIES = ("sequential", "random")
@@ -52,6 +56,8 @@ class DaemonConfig:
     # The account gflowd runs as when it is neither root nor the client's own (ours):
     # clients refuse a daemon run by anyone else.
     user: Optional[str] = None
+    # [daemon.fair_share] (config_fairshare.py): recent GPU use orders equal priorities.
+    fair_share: FairShareConfig = field(default_factory=FairShareConfig)
 
     @property
     def base_url(self) -> str:
@@ -115,6 +121,7 @@ class NotificationsConfig:
     enabled: bool = False
     max_concurrent_deliveries: int = 16
     webhooks: tuple[WebhookConfig, ...] = ()
+    email: Optional[EmailConfig] = None             # [notifications.email] (config_email.py)
 
 
 @dataclass(frozen=True)
@@ -148,6 +155,14 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class GpuConfig:
+    """GPU insight (ours): when a process holding GPU memory counts as an idle holder."""
+
+    idle_util_percent: float = 5.0                  # below this utilisation: idle
+    idle_after: float = 1800.0                      # seconds idle before it is flagged
+
+
+@dataclass(frozen=True)
 class Config:
     timezone: Optional[str] = None                  # IANA name; None = local time
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
@@ -159,6 +174,8 @@ class Config:
     shell: ShellConfig = field(default_factory=ShellConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    gpu: GpuConfig = field(default_factory=GpuConfig)               # [gpu] (ours)
+    quota: QuotaConfig = field(default_factory=QuotaConfig)      # [quota] (config_quota.py)
     source: Optional[Path] = None                   # the file that was read, if any
     warnings: tuple[str, ...] = ()
 
@@ -337,6 +354,30 @@ def _socket_path(v: Any, key: str, source: str) -> str:
     return v.strip()
 
 
+def _duration_secs(v: Any, key: str, source: str) -> float:
+    """Seconds: a number, or text such as "30m", "2h", "1h30m", "90s"."""
+    import re
+    expected = 'a duration: seconds, or text such as "30m", "2h", "1h30m"'
+    if _is_int(v) or isinstance(v, float):
+        if not math.isfinite(v) or v <= 0:
+            raise _bad(key, expected, v, source)
+        return float(v)
+    text = v.strip().lower() if isinstance(v, str) else ""
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", text)
+    if not text or re.sub(r"\d+(?:\.\d+)?\s*[hms]\s*", "", text) or not parts:
+        raise _bad(key, expected, v, source)
+    secs = sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+    if secs <= 0:
+        raise _bad(key, expected, v, source)
+    return secs
+
+
+def _percent(v: Any, key: str, source: str) -> float:
+    if not (_is_int(v) or isinstance(v, float)) or not 0 <= v <= 100:
+        raise _bad(key, "a percentage (0-100)", v, source)
+    return float(v)
+
+
 def _url(v: Any, key: str, source: str) -> str:
     if not isinstance(v, str) or not v.strip().lower().startswith(("http://", "https://")):
         raise _bad(key, "an http:// or https:// URL", v, source)
@@ -349,6 +390,7 @@ _SECTIONS: dict[str, type] = {
     "daemon": DaemonConfig, "scheduler": SchedulerConfig, "launcher": LauncherConfig,
     "api": ApiConfig, "projects": ProjectsConfig, "notifications": NotificationsConfig,
     "shell": ShellConfig, "logging": LoggingConfig, "security": SecurityConfig,
+    "gpu": GpuConfig,
 }
 
 _SCHEMA: dict[str, Validator] = {
@@ -360,6 +402,7 @@ _SCHEMA: dict[str, Validator] = {
     "daemon.gpu_poll_interval_secs": _number(0, strict=True),
     "daemon.socket": _socket_path,
     "daemon.user": _optional_name,
+    "daemon.fair_share": parse_fair_share,
     "scheduler.starvation_secs": _number(0, strict=True),
     "scheduler.periodic_pass_secs": _number(0, strict=True),
     "scheduler.snapshot_wal_bytes": _int(1024),
@@ -386,6 +429,8 @@ _SCHEMA: dict[str, Validator] = {
     "security.run_as": _choice("submitter", "daemon"),
     "security.allowed_hosts": _str_list,
     "security.allowed_origins": _str_list,
+    "gpu.idle_util_percent": _percent,
+    "gpu.idle_after": _duration_secs,
 }
 
 _WEBHOOK_SCHEMA: dict[str, Validator] = {
@@ -416,7 +461,8 @@ def config_keys() -> set[str]:
     """Every dotted key this module knows; webhook fields as `notifications.webhooks.<field>`."""
     keys = set(_SCHEMA) | {_WEBHOOKS_KEY}
     keys |= {f"{_WEBHOOKS_KEY}.{name}" for name in _WEBHOOK_SCHEMA}
-    return keys
+    keys |= {"notifications.email"} | {f"notifications.email.{n}" for n in EMAIL_KEYS}
+    return keys | quota_keys() | set(FAIR_SHARE_KEYS)
 
 
 # --- loading ---------------------------------------------------------------------------
@@ -470,10 +516,14 @@ def _flatten_file(doc: dict[str, Any], source: str, values: dict[str, Any],
                 key = f"{top}.{name}"
                 if key == _WEBHOOKS_KEY:
                     values[key] = _webhooks(item, source, warnings)
+                elif key == "notifications.email":
+                    values[key] = parse_email(item, key, source, WEBHOOK_EVENTS)
                 elif key in _SCHEMA:
                     values[key] = _SCHEMA[key](item, key, source)
                 else:
                     warnings.append(f"unknown setting '{key}' in {source} (ignored)")
+        elif top == "quota":
+            values[top] = parse_quota(value, source, warnings)
         elif top in _SCHEMA:
             values[top] = _SCHEMA[top](value, top, source)
         else:
@@ -486,7 +536,7 @@ def _build(values: dict[str, Any], source: Optional[Path], warnings: list[str]) 
         kwargs = {f.name: values[f"{name}.{f.name}"] for f in fields(cls)
                   if f"{name}.{f.name}" in values}
         sections[name] = cls(**kwargs)
-    top = {"timezone": values["timezone"]} if "timezone" in values else {}
+    top = {k: values[k] for k in ("timezone", "quota") if k in values}
     return Config(**top, **sections, source=source, warnings=tuple(warnings))
 
 

@@ -24,6 +24,15 @@ _MEM_UNITS_MB = {
 
 
 @dataclass(frozen=True)
+class GpuProcess:
+    """One compute process on a GPU, as the driver (or the simulation) reports it."""
+
+    pid: int
+    used_mb: int | None = None  # None: the driver does not say (WDDM, some MIG setups)
+    util: int | None = None  # SM utilisation in percent, where the driver gives it per process
+
+
+@dataclass(frozen=True)
 class GpuInfo:
     """One GPU as the scheduler sees it at one poll."""
 
@@ -32,6 +41,10 @@ class GpuInfo:
     memory_total_mb: int
     process_pids: tuple[int, ...]  # compute processes NVML reports (empty for fake GPUs)
     error: str | None = None  # an NVML call failed for this GPU: treat as unavailable
+    # What the GPU insight needs (None: not known, e.g. fake GPUs without simulated usage).
+    processes: tuple[GpuProcess, ...] = ()
+    memory_used_mb: int | None = None
+    utilization: int | None = None  # whole-GPU utilisation in percent
 
 
 def fake_uuid(index: int) -> str:
@@ -46,7 +59,7 @@ def parse_fake_spec(text: str) -> tuple[int, int]:
     (all binary: "80G" = 81920 MB). A count alone gives 24576 MB per GPU.
     """
     raw = "" if text is None else str(text)
-    m = _FAKE_RE.match(raw)
+    m = _FAKE_RE.match(raw.split(";", 1)[0])
     if not m:
         raise ParseError(
             f"invalid GFLOW_FAKE_GPUS {raw!r}: expected COUNT or COUNT:MEMORY, e.g. '4' or '4:80G'"
@@ -82,10 +95,18 @@ def check_fake_gpus(env) -> str | None:
     if text is None or str(text).strip() == "":
         return None
     try:
-        parse_fake_spec(text)
+        count, _ = parse_fake_spec(text)
+        from gflow.gpu_sim import SimulatedUsage
+        SimulatedUsage(_usage_part(text), None, count)
     except ParseError as exc:
         return str(exc)
     return None
+
+
+def _usage_part(text: str) -> str:
+    """What follows the count in GFLOW_FAKE_GPUS ("4:80G;1=50G@4242" -> "1=50G@4242")."""
+    parts = str(text).split(";", 1)
+    return parts[1] if len(parts) > 1 else ""
 
 
 def _nvml_error_text(exc: BaseException) -> str:
@@ -104,16 +125,21 @@ class GpuInventory:
     lifetime; `poll()` only refreshes which compute processes each GPU has.
     """
 
-    def __init__(self, fake_spec: str | None = None):
+    def __init__(self, fake_spec: str | None = None, usage_file: str | None = None):
         self.source: str = "none"
         self.message: str = ""
         self._static: list[GpuInfo] = []  # index, uuid, memory; pids empty
         self._handles: list[object | None] = []
         self._nvml = None  # the pynvml module while initialised
         self._lock = threading.Lock()
+        self._usage = None  # gpu_sim.SimulatedUsage: fake GPUs with simulated usage
+        self._util_seen: dict[int, int] = {}  # NVML per-process samples: last timestamp per GPU
 
         if fake_spec is not None and str(fake_spec).strip() != "":
             count, memory_mb = parse_fake_spec(fake_spec)
+            from gflow.gpu_sim import SimulatedUsage
+            usage = SimulatedUsage(_usage_part(fake_spec), usage_file, count)
+            self._usage = usage if usage.active else None
             self.source = "fake"
             self._static = [GpuInfo(i, fake_uuid(i), memory_mb, ()) for i in range(count)]
             self.message = (
@@ -197,7 +223,16 @@ class GpuInventory:
     def poll(self) -> list[GpuInfo]:
         """Current view sorted by index; NVML processes are re-queried; never raises."""
         if self.source != "nvml":
-            return list(self._static)
+            if self._usage is None:
+                return list(self._static)
+            usage = self._usage.current()
+            return [GpuInfo(g.index, g.uuid, g.memory_total_mb,
+                            tuple(pid for pid, _, _ in usage[g.index].processes), None,
+                            tuple(GpuProcess(pid, used, util)
+                                  for pid, used, util in usage[g.index].processes),
+                            min(usage[g.index].used_mb, g.memory_total_mb),
+                            usage[g.index].utilization)
+                    for g in self._static]
         with self._lock:
             nvml = self._nvml
             out: list[GpuInfo] = []
@@ -211,13 +246,45 @@ class GpuInventory:
                 try:
                     procs = _compute_processes(nvml, handle)
                     pids = tuple(sorted({int(p.pid) for p in procs}))
-                    out.append(GpuInfo(info.index, info.uuid, info.memory_total_mb, pids))
+                    out.append(self._details(nvml, handle, info, procs, pids))
                 except Exception as exc:
                     out.append(
                         GpuInfo(info.index, info.uuid, info.memory_total_mb, (),
                                 f"NVML: {_nvml_error_text(exc)}")
                     )
             return out
+
+    def _details(self, nvml, handle, info: GpuInfo, procs, pids) -> GpuInfo:
+        """Memory, utilisation and per-process figures; each one the driver refuses
+        (Not Supported on some boards, MIG) is left unknown, never an error."""
+        used_mb = util = None
+        try:
+            used_mb = int(nvml.nvmlDeviceGetMemoryInfo(handle).used) // _MIB
+        except Exception:
+            pass
+        try:
+            util = int(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+        except Exception:
+            pass
+        per_pid: dict[int, int] = {}
+        try:
+            last = self._util_seen.get(info.index, 0)
+            for s in nvml.nvmlDeviceGetProcessUtilization(handle, last):
+                # Samples since `last`: a process busy in any of them is busy.
+                per_pid[int(s.pid)] = max(per_pid.get(int(s.pid), 0), min(100, int(s.smUtil)))
+                self._util_seen[info.index] = max(self._util_seen.get(info.index, 0),
+                                                  int(s.timeStamp))
+        except Exception:
+            pass    # NotFound: no sample in the window; NotSupported: older boards
+        memory: dict[int, int | None] = {}
+        for p in procs:
+            mem = getattr(p, "usedGpuMemory", None)
+            mb = None if mem is None else int(mem) // _MIB
+            old = memory.get(int(p.pid))
+            memory[int(p.pid)] = mb if old is None else old + (mb or 0)
+        return GpuInfo(info.index, info.uuid, info.memory_total_mb, pids, None,
+                       tuple(GpuProcess(pid, memory.get(pid), per_pid.get(pid))
+                             for pid in pids), used_mb, util)
 
     def close(self) -> None:
         """Shut NVML down if this inventory initialised it; safe to call twice."""

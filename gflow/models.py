@@ -189,6 +189,17 @@ class Job:
     reason_detail: Optional[str] = None
     env: Optional[dict] = None
     umask: Optional[int] = None                     # the submitter's; None = 022
+    # Issue 17 (see gflow/scheduler/features.py): also extra keys.
+    scheduled_at: Optional[float] = None            # gbatch --begin: not to start before
+    max_retries: Optional[int] = None               # gbatch --max-retries: failed re-runs
+    attempts: list = field(default_factory=list)    # earlier attempts, wire dicts, oldest first
+    dependency_conditions: dict = field(default_factory=dict)  # "id" -> afterany|afternotok
+    suspended_at: Optional[float] = None            # gjob suspend: SIGSTOPped since
+    pending_reason: Optional[str] = None            # BeginTime | Quota while queued (display)
+    notify: Optional[dict] = None                   # --notify-email: {"email": [..], "on": [..]}
+    # Issue 18 (gflow/scheduler/ops_gpu_insight.py): sampled GPU use while it ran,
+    # {"peak_memory_mb", "mean_util_percent", "samples"}; None until first sampled.
+    gpu_usage: Optional[dict] = None
 
     def all_dependencies(self) -> list[int]:
         """`depends_on_ids` plus the legacy `depends_on` when it is not already listed."""
@@ -207,6 +218,8 @@ class Job:
         clone.parameters = dict(self.parameters)
         clone.gpu_ids = None if self.gpu_ids is None else list(self.gpu_ids)
         clone.env = None if self.env is None else dict(self.env)
+        clone.attempts = list(self.attempts)
+        clone.dependency_conditions = dict(self.dependency_conditions)
         return clone
 
 
@@ -218,7 +231,8 @@ WIRE_KEYS = (
     "max_concurrent", "run_name", "project", "state", "gpu_ids", "submitted_at",
     "started_at", "finished_at", "reason",
 )
-EXTRA_KEYS = ("exit_code", "reason_detail")
+EXTRA_KEYS = ("exit_code", "reason_detail", "scheduled_at", "max_retries", "attempts",
+              "dependency_conditions", "suspended_at", "pending_reason", "gpu_usage")
 _TIME_KEYS = ("submitted_at", "started_at", "finished_at")
 
 
@@ -248,10 +262,21 @@ def job_to_wire(job: Job, *, with_env: bool = False) -> dict:
         "finished_at": time_to_wire(job.finished_at),
         "reason": job.reason,
         "exit_code": job.exit_code, "reason_detail": job.reason_detail,
+        "gpu_usage": None if job.gpu_usage is None else dict(job.gpu_usage),
     }
+    # Issue 17's keys (scheduler/features.py) only where they hold something, so that a
+    # listing of 100k jobs stays the size it was; the full record (with_env: what the
+    # store keeps) has them all.
+    extra = {"scheduled_at": time_to_wire(job.scheduled_at), "max_retries": job.max_retries,
+             "attempts": list(job.attempts),
+             "dependency_conditions": dict(job.dependency_conditions),
+             "suspended_at": time_to_wire(job.suspended_at),
+             "pending_reason": job.pending_reason}
+    out.update(extra if with_env else {k: v for k, v in extra.items() if v})
     if with_env:
         out["env"] = job.env
         out["umask"] = job.umask
+        out["notify"] = job.notify      # addresses: the owner's business, as the env
     return out
 
 
@@ -330,6 +355,52 @@ def _env(v):
     return dict(v)
 
 
+def _attempts(v):
+    if not isinstance(v, list) or not all(isinstance(a, dict) for a in v):
+        raise ValueError("attempts: expected a list of attempt records")
+    return [dict(a) for a in v]
+
+
+DEPENDENCY_CONDITIONS = ("afterok", "afterany", "afternotok")
+
+
+def _conditions(v):
+    if not isinstance(v, dict) or not all(
+            isinstance(k, str) and k.isdigit() and x in DEPENDENCY_CONDITIONS
+            for k, x in v.items()):
+        raise ValueError("dependency_conditions: expected a map of job ids to afterok, "
+                         "afterany or afternotok")
+    return {str(int(k)): x for k, x in v.items()}
+
+
+def _gpu_usage(v):
+    if not isinstance(v, dict) or not all(
+            isinstance(k, str) and (x is None or (isinstance(x, (int, float))
+                                                  and not isinstance(x, bool)))
+            for k, x in v.items()):
+        raise ValueError("gpu_usage: expected a map of names to numbers")
+    return dict(v)
+
+
+# What a job's own e-mail (`gbatch --notify-on`) may be about.
+NOTIFY_EVENTS = ("job_submitted", "job_started", "job_completed", "job_failed",
+                 "job_cancelled", "job_timeout", "job_held", "job_released", "job_retrying",
+                 "job_suspended", "job_resumed")
+
+
+def _notify(v):
+    import re
+    if not isinstance(v, dict) or set(v) - {"email", "on"}:
+        raise ValueError('notify: expected {"email": [addresses], "on": [events]}')
+    emails, on = v.get("email") or [], v.get("on") or []
+    if (not isinstance(emails, list) or not 0 < len(emails) <= 10 or not all(
+            isinstance(a, str) and re.fullmatch(r"[^@\s<>,]+@[^@\s<>,]+", a) for a in emails)):
+        raise ValueError("notify.email: expected 1 to 10 e-mail addresses")
+    if not isinstance(on, list) or not all(e in NOTIFY_EVENTS for e in on):
+        raise ValueError("notify.on: expected events among " + ", ".join(NOTIFY_EVENTS))
+    return {"email": list(emails), "on": list(on)}
+
+
 _STATE_BY_VALUE = {s.value: s for s in JobState}
 
 # name -> (checker, allows null). Non-Option fields reject null as 0.4.13 does (422).
@@ -370,6 +441,14 @@ _FIELD_CHECKS = {
     "reason_detail": (_str("reason_detail"), True),
     "env": (_env, True),
     "umask": (_u("umask", 0o777), True),
+    "scheduled_at": (lambda v: time_from_wire(v, "scheduled_at"), True),
+    "max_retries": (_u("max_retries", 255), True),
+    "attempts": (_attempts, False),
+    "dependency_conditions": (_conditions, False),
+    "suspended_at": (lambda v: time_from_wire(v, "suspended_at"), True),
+    "pending_reason": (_str("pending_reason"), True),
+    "notify": (lambda v: _notify(v), True),
+    "gpu_usage": (lambda v: _gpu_usage(v), True),
 }
 
 
@@ -414,7 +493,8 @@ def job_from_trusted_wire(data: dict) -> Job:
     if len(kwargs) != len(_JOB_FIELDS) or not _JOB_FIELDS.issuperset(kwargs):
         kwargs = {k: v for k, v in data.items() if k in _JOB_FIELDS}
     kwargs["state"] = _STATE_BY_VALUE[data.get("state", "Queued")]
-    for key in ("time_limit", "submitted_at", "started_at", "finished_at"):
+    for key in ("time_limit", "submitted_at", "started_at", "finished_at", "scheduled_at",
+                "suspended_at"):
         if key in kwargs:
             kwargs[key] = _pair_fast(kwargs[key])
     return Job(**kwargs)

@@ -39,7 +39,8 @@ log = logging.getLogger("gflow.notify")
 
 EVENTS = ("job_submitted", "job_started", "job_completed", "job_failed", "job_cancelled",
           "job_timeout", "job_held", "job_released", "job_updated", "gpu_available",
-          "reservation_created", "reservation_cancelled", "scheduler_online")
+          "reservation_created", "reservation_cancelled", "scheduler_online",
+          "gpu_idle_held", "job_retrying", "job_suspended", "job_resumed")
 USER_AGENT = f"gflow/{__version__}/webhooks (compatible; gflow {COMPAT_VERSION})"
 _FRAME = struct.Struct("<II")
 
@@ -119,6 +120,8 @@ def payload_user(payload: dict) -> Optional[str]:
         return payload["job"].get("user")
     if "reservation" in payload:
         return payload["reservation"].get("user")
+    if isinstance(payload.get("gpu"), dict):     # gpu_idle_held names the holder
+        return payload["gpu"].get("user")
     return None
 
 
@@ -223,7 +226,12 @@ class Notifier:
 
     def __init__(self, config, outbox: Outbox, host: str):
         self.config = config
-        self.targets = list(config.webhooks)
+        # Webhooks, then the e-mail targets (notify_email.py); the outbox names them by index.
+        from gflow import notify_email
+        self.targets = list(config.webhooks) + notify_email.targets(
+            getattr(config, "email", None))
+        # job payload -> {"email": [..], "on": [..]} of `gbatch --notify-email`, or None
+        self.mail_lookup = None
         self.outbox = outbox
         self.host = host
         self._heap: list[_Attempt] = []
@@ -248,7 +256,12 @@ class Notifier:
 
     def publish(self, payload: dict) -> None:
         """Record the event in the outbox (durable at the next commit) and queue it."""
-        targets = [i for i, t in enumerate(self.targets) if wants(t, payload)]
+        mail = self.mail_lookup(payload) if self.mail_lookup is not None else None
+        if mail:
+            payload = {**payload, "_mail": mail}     # kept in the outbox, never posted
+        targets = [i for i, t in enumerate(self.targets)
+                   # e-mail targets (they deliver themselves) decide on their own
+                   if (t.wants(payload) if hasattr(t, "deliver") else wants(t, payload))]
         if not targets:
             return
         self.outbox.add(payload, targets)
@@ -316,7 +329,9 @@ class Notifier:
             payload = self.outbox.pending.get((item.event_id, item.target))
             if payload is not None:
                 target = self.targets[item.target]
-                status, retry_after, error = post_json(target, payload)
+                status, retry_after, error = (target.deliver(payload)
+                                              if hasattr(target, "deliver")
+                                              else post_json(target, payload))
         finally:
             self._slots.release()
         if payload is None:                  # acknowledged meanwhile: nothing to send
@@ -360,7 +375,8 @@ def post_json(target, payload: dict) -> tuple[Optional[int], Optional[float], Op
     try:
         conn = conn_cls(parts.hostname, parts.port, timeout=target.timeout_secs)
         try:
-            conn.request("POST", path, body=json.dumps(payload).encode(), headers=headers)
+            public = {k: v for k, v in payload.items() if not k.startswith("_")}
+            conn.request("POST", path, body=json.dumps(public).encode(), headers=headers)
             resp = conn.getresponse()
             resp.read()
             retry_after = resp.getheader("retry-after")

@@ -106,6 +106,10 @@ class Paths:
         """Where a previous log goes when a job id runs again (`<id>.log.old.<ts>`)."""
         return self.logs_dir / f"{int(job_id)}.log.old.{int(unix_ts)}"
 
+    def job_attempt_log(self, job_id: int, attempt: int) -> Path:
+        """The log of an earlier attempt of a retried job (`gbatch --max-retries`)."""
+        return self.logs_dir / f"{int(job_id)}.attempt-{int(attempt)}.log"
+
     def job_status(self, job_id: int) -> Path:
         return self.logs_dir / f"{int(job_id)}.status"
 

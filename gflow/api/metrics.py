@@ -24,6 +24,17 @@ def render_metrics(by: dict, info: dict, gauges: dict) -> bytes:
     Gauge("gflow_gpus_available", "GPUs available", registry=reg).set(available)
     Gauge("gflow_gpu_utilization_ratio", "Share of GPUs in use", registry=reg).set(
         (len(gpus) - available) / len(gpus) if gpus else 0.0)
+    idle = Gauge("gflow_gpu_idle_held_seconds",
+                 "Seconds a process has held GPU memory below [gpu] idle_util_percent, for "
+                 "those flagged (idle longer than [gpu] idle_after)",
+                 ["gpu", "pid", "user", "job"], registry=reg)
+    for g in gpus:
+        for p in g.get("processes") or () if isinstance(g, dict) else ():
+            if isinstance(p, dict) and p.get("idle"):
+                idle.labels(gpu=str(g.get("index")), pid=str(p.get("pid")),
+                            user=str(p.get("job_user") or p.get("user") or ""),
+                            job="" if p.get("job_id") is None else str(p["job_id"])
+                            ).set(p.get("idle_secs") or 0)
     total = gauges.get("memory_total_mb")
     free = gauges.get("memory_available_mb")
     if total:

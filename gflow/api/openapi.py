@@ -42,6 +42,13 @@ JOB = {
             {"type": "object", "properties": {"DependencyFailed": _u32}},
             {"type": "object", "properties": {"SystemError": {"type": "string"}}}]}),
         "exit_code": _opt({"type": "integer"}), "reason_detail": _opt({"type": "string"}),
+        # issue 17: begin time, retries and their attempts, Slurm-style dependency
+        # conditions, suspension, the waiting reason gqueue names (BeginTime, Quota)
+        "scheduled_at": _opt(_time), "max_retries": _opt({"type": "integer", "minimum": 0}),
+        "attempts": {"type": "array", "items": {"type": "object"}},
+        "dependency_conditions": {"type": "object", "additionalProperties": {
+            "enum": ["afterok", "afterany", "afternotok"]}},
+        "suspended_at": _opt(_time), "pending_reason": _opt({"type": "string"}),
         "env": _opt({"type": "object", "additionalProperties": {"type": "string"}}),
     },
 }
@@ -77,6 +84,8 @@ def _err(description):
 _job_ref = {"$ref": "#/components/schemas/Job"}
 _job_id = {"name": "id", "in": "path", "required": True, "schema": _u32}
 _res_id = {"name": "id", "in": "path", "required": True, "schema": _u32}
+_pid = {"name": "id", "in": "path", "required": True, "schema": _u32,
+        "description": "the process id"}
 
 
 def _q(name, schema, description=""):
@@ -141,7 +150,13 @@ PATHS = {
     "/jobs/{id}/fail": _transition("fail", "Running to Failed"),
     "/jobs/{id}/cancel": _transition("cancel", "Cancel a queued, held or running job"),
     "/jobs/{id}/hold": _transition("hold", "Queued to Hold"),
-    "/jobs/{id}/release": _transition("release", "Hold to Queued"),
+    "/jobs/{id}/release": {"post": {**_transition("release", "Hold to Queued")["post"],
+                                    "requestBody": {"required": False, "content": {
+                                        "application/json": {"schema": {
+                                            "type": "object", "properties": {"at": {
+                                                "type": "number", "minimum": 0,
+                                                "description": "not to start before "
+                                                               "(epoch seconds; ours)"}}}}}}}},
     "/jobs/{id}/redo": {"post": {"summary": "Resubmit a finished job with its full spec",
                                  "parameters": [_job_id], "requestBody": {
                                      "required": False, "content": {"application/json": {
@@ -158,12 +173,73 @@ PATHS = {
                                                  "400": _err("Unknown signal"),
                                                  "404": _err("No such job"),
                                                  "409": _err("Job not running")}}},
-    "/jobs/{id}/log": {"get": {"summary": "Path of the job's log", "parameters": [_job_id],
+    "/jobs/{id}/log": {"get": {"summary": "Path of the job's log", "parameters": [
+        _job_id, _q("attempt", {"type": "integer", "minimum": 1},
+                    "an earlier attempt of a retried job (ours)")],
                                "responses": {"200": _json({"type": "string"}),
                                              "404": _json({"type": "null"})}}},
+    "/jobs/{id}/log/lines": {"get": {
+        "summary": "The first or last K lines of a job's log, read without the rest (ours)",
+        "parameters": [_job_id, _q("first", {"type": "integer", "minimum": 0}),
+                       _q("last", {"type": "integer", "minimum": 0}),
+                       _q("attempt", {"type": "integer", "minimum": 1})],
+        "responses": {"200": _text("The lines (X-Gflow-Truncated: 1 when cut at 16 MiB)"),
+                      "400": _err("Not exactly one of first and last"),
+                      "404": {"description": "No such job, attempt or log"}}}},
+    "/jobs/{id}/suspend": {"post": {
+        "summary": "SIGSTOP a running job's whole tree; it keeps its GPUs (ours)",
+        "parameters": [_job_id], "responses": {
+            "200": _json({"type": "object"}), "403": _err("Not the owner or an admin"),
+            "404": _err("No such job"), "409": _err("Not running, or already suspended")}}},
+    "/jobs/{id}/resume": {"post": {
+        "summary": "SIGCONT a suspended job's whole tree (ours)",
+        "parameters": [_job_id], "responses": {
+            "200": _json({"type": "object"}), "403": _err("Not the owner or an admin"),
+            "404": _err("No such job"), "409": _err("Not running, or not suspended")}}},
+    "/fair-share": {"get": {
+        "summary": "Each user's decayed recent GPU use and fair-share factor (ours)",
+        "responses": {"200": _json({"type": "object",
+                                    "required": ["enabled", "half_life_secs", "users"]})}}},
+    "/quotas": {
+        "get": {"summary": "Quotas per user and project, with usage (ours, as upstream)",
+                "responses": {"200": _json({"type": "object", "required": ["quotas"]})}},
+        "put": {"summary": "Set a quota override (admins)", "requestBody": {
+            "required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["scope", "limits"], "properties": {
+                    "scope": {"enum": ["user", "project", "default_user",
+                                       "default_project"]},
+                    "name": _opt({"type": "string"}),
+                    "limits": {"type": "object", "properties": {
+                        k: _opt({"type": "integer", "minimum": 0}) for k in (
+                            "max_running_jobs", "max_running_gpus",
+                            "max_queued_jobs")}}}}}}},
+            "responses": {"200": _json({"type": "object"}), "400": _err("Bad subject or limits"),
+                          "403": _err("Not an admin")}},
+        "delete": {"summary": "Remove a quota override (admins)", "parameters": [
+            _q("scope", {"type": "string"}), _q("name", {"type": "string"})],
+            "responses": {"200": _json({"type": "object"}), "400": _err("Bad subject"),
+                          "403": _err("Not an admin"), "404": _err("No such override")}}},
     "/gpus": {"post": {"summary": "Set the allowed GPU indices", "requestBody": {
         "required": False, "content": {"application/json": {"schema": {"type": "object"}}}},
-        "responses": {"200": _json({"type": "object"}), "400": _err("Invalid indices")}}},
+        "responses": {"200": _json({"type": "object"}), "400": _err("Invalid indices")}},
+        "get": {"summary": "Per GPU: state, memory, utilisation, processes and their owners "
+                           "(ours)",
+                "responses": {"200": _json({"type": "object", "required": ["gpus"]})}}},
+    "/gpu-processes": {"get": {"summary": "Every GPU process with its owner, and the ignored "
+                                          "ones (ours)",
+                               "responses": {"200": _json({"type": "object",
+                                                           "required": ["processes"]})}}},
+    "/gpu-processes/{id}/ignore": {
+        "post": {"summary": "Ignore a foreign GPU process: its GPU counts as free, its "
+                            "memory as used, until it ends (admins; ours)",
+                 "parameters": [_pid], "responses": {
+                     "200": _json({"type": "object"}), "400": _text("Bad process id"),
+                     "403": _err("Not an admin"), "404": _err("No GPU reports it"),
+                     "409": _err("A gflow job's process")}},
+        "delete": {"summary": "Stop ignoring a GPU process (admins; ours)",
+                   "parameters": [_pid], "responses": {
+                       "200": _json({"type": "object"}), "400": _text("Bad process id"),
+                       "403": _err("Not an admin"), "404": _err("Not ignored")}}},
     "/groups/{group_id}/max-concurrency": {"post": {
         "summary": "Set a group's concurrency limit",
         "parameters": [{"name": "group_id", "in": "path", "required": True,

@@ -33,6 +33,7 @@ from gflow.cli.common import (
     current_user, _fast_address, guarded, limit_type, load_config, parse_value, priority_type,
     special_command, u32,
 )
+from gflow.cli import gbatch_more
 from gflow.client import ApiError, Client
 
 DIRECTIVE = "# GFLOW"
@@ -45,7 +46,7 @@ MAX_COMMAND_BYTES = 1 << 20           # 1 MiB
 MAX_ENV_BYTES = 1 << 20               # the captured environment (--export=ALL), 1 MiB
 STDIN_DIR = "stdin"                   # scripts read from stdin: <data dir>/stdin, mode 0700
 DIRECTIVE_DESTS = ("gpus", "shared", "priority", "conda_env", "time", "memory", "gpu_memory",
-                   "project", "depends_on")
+                   "project", "depends_on", "begin")
 
 
 def _add_options(p: argparse.ArgumentParser) -> None:
@@ -91,6 +92,7 @@ def _add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-P", "--project", metavar="PROJECT", help="project code")
     p.add_argument("--export", choices=["ALL", "NONE"], type=str.upper, default="ALL",
                    help="ALL (default): the job gets your environment; NONE: the daemon's")
+    gbatch_more.add_options(p)       # --begin, --max-retries
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,8 +147,8 @@ def apply_directives(args, tokens: list[str], script: str) -> None:
     parsed, extra = sub.parse_known_args(tokens)
     if extra:
         print(f"Warning: ignoring `# GFLOW {' '.join(extra)}` in {script}: only --gpus, "
-              "--shared, --priority, --conda-env, --time, --memory, --gpu-memory, --project "
-              "and --depends-on are read from scripts", file=sys.stderr)
+              "--shared, --priority, --conda-env, --time, --memory, --gpu-memory, --project, "
+              "--depends-on and --begin are read from scripts", file=sys.stderr)
     for dest in DIRECTIVE_DESTS:
         if dest == "shared":
             continue
@@ -454,6 +456,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return special
     from gflow.cli import submit_checks as checks
     args = parser.parse_args(checks.join_negative_values(parser, argv))
+    gbatch_more.refuse_misused(args.command)
     if args.command and args.command[0] in SUBCOMMANDS:
         sub, rest = args.command[0], args.command[1:]
         if sub == "new":
@@ -504,6 +507,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     user = current_user()
     job = base_job(args, user)
     job["script"], job["command"] = script, command
+    gbatch_more.apply(args, job, config)
     if args.export == "ALL":
         job["env"] = dict(os.environ)
         size = env_bytes(job["env"])
@@ -518,8 +522,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     def with_dependencies(j: dict) -> dict:
         if "deps" not in resolved:  # resolve `@` once for the whole submission
-            if args.depends_on is not None:
-                resolved["deps"] = ([resolve_one(client, args.depends_on, user)], "All")
+            if args.depends_on is not None:       # also Slurm's afterok:ID, afterany:ID
+                resolved["deps"] = gbatch_more.depends_on(args, client, user, resolve_one)
             elif args.depends_on_all is not None:
                 resolved["deps"] = (resolve_list(client, args.depends_on_all, user,
                                                  "--depends-on-all"), "All")
@@ -534,6 +538,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         j["depends_on_ids"] = list(ids)
         j["dependency_mode"] = mode
         j["depends_on"] = ids[0] if len(ids) == 1 else None
+        j.update(gbatch_more.condition_fields(args))     # afterany:/afternotok: ids
         return j
 
     jobs: list[dict] = []

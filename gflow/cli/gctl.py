@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     gt.add_argument("--timezone", metavar="TIMEZONE", help="show times in this IANA time zone")
     cc = command(rsub, "cancel", "cancel a reservation")
     cc.add_argument("id", type=u32, metavar="ID")
+    from gflow.cli import gctl_gpu
+    gctl_gpu.add_parser(sub, command)           # gpu-process list|ignore|unignore
+    from gflow.cli import gctl_quota
+    gctl_quota.add_parser(sub, command)         # quota list|set|remove
 
     add_completion_parser(sub)
     return p
@@ -504,6 +508,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         client = client_for(args)
         return {"create": cmd_reserve_create, "list": cmd_reserve_list, "get": cmd_reserve_get,
                 "cancel": cmd_reserve_cancel}[args.reserve_cmd](client, args)
+    if args.cmd == "quota":
+        from gflow.cli import gctl_quota
+        return gctl_quota.run(client_for(args), args)
+    if args.cmd == "gpu-process":
+        from gflow.cli import gctl_gpu
+        return gctl_gpu.run(client_for(args), args)
     client = client_for(args)
     return {"set-gpus": cmd_set_gpus, "show-gpus": cmd_show_gpus,
             "set-limit": cmd_set_limit}[args.cmd](client, args)

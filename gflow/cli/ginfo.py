@@ -4,6 +4,9 @@ Deliberate differences from 0.4.13 (spec/cli.md §15.19): with no GPUs it says s
 (`No GPUs detected.`) instead of printing nothing; a GPU that `--shared` jobs hold is
 `shared`, with its jobs and the GPU memory they reserved (0.4.13 listed it as idle); and
 each pending or active reservation gets a `reserved` row naming its owner and window.
+With our daemon a second table follows: per GPU, who holds it (a gflow job, or a foreign
+process with its owner, command, memory and age), memory used/total, utilisation, and
+idle holders with the command that releases them (gflow/cli/gpu_view.py).
 """
 
 from __future__ import annotations
@@ -119,6 +122,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     jobs = client.list_jobs(states=["Running"])
     when = window_formatter(args) if info.get("reservations") else None
     print(render.table(rows_for(info, jobs, when), sep="  "))
+    from gflow.cli import gpu_view
+    if gpu_view.has_insight(info):
+        print()
+        print(render.table(gpu_view.gpu_rows(info), sep="  "))
+        for line in gpu_view.idle_lines(info):
+            print(line)
     return 0
 
 

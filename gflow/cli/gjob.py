@@ -22,7 +22,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs import time; annotations are strings here
     from typing import Optional
 
-from gflow.cli import render
+from gflow.cli import gjob_more, render
 from gflow.cli.gjob_show import cmd_show
 from gflow.cli.common import (
     EXIT_USAGE, CommandError, Parser, add_completion_parser, add_config_arg, add_verbosity,
@@ -64,10 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("job", metavar="JOB", help="job id, @ (your latest job) or @~N")
     lg.add_argument("-f", "--follow", action="store_true",
                     help="keep printing new output until the job ends")
+    gjob_more.extend_log(lg)                    # --first, --last, --attempt
     h = command("hold", ["h"], "hold queued jobs")
     h.add_argument("job", metavar="JOB", help="job ids: 3, 1-5, 2,4, @ or @~N")
     r = command("release", ["r"], "release held jobs back to the queue")
     r.add_argument("job", metavar="JOB", help="job ids: 3, 1-5, 2,4, @ or @~N")
+    gjob_more.extend_release(r)                 # --at
 
     u = command("update", ["u"], "change queued or held jobs")
     u.add_argument("job", metavar="JOB", help="job ids: 3, 1-5, 2,4, @ or @~N")
@@ -135,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-p", "--pattern", metavar="PATTERN", help="session name substring")
     c.add_argument("-a", "--all", action="store_true", help="all sessions")
 
+    gjob_more.add_commands(command)             # wait, suspend, resume
     add_completion_parser(sub)
     return p
 
@@ -516,7 +519,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         return cmd_close_sessions(None, args)
     client = client_for(args)
     handler = {"show": cmd_show, "log": cmd_log, "attach": cmd_attach, "update": cmd_update,
-               "redo": cmd_redo}.get(cmd)
+               "redo": cmd_redo, "wait": gjob_more.cmd_wait}.get(cmd)
+    if cmd == "log" and gjob_more.wants_log_more(args):
+        handler = gjob_more.cmd_log
+    elif cmd in ("suspend", "resume"):
+        return gjob_more.cmd_suspend_resume(client, args, cmd)
+    elif cmd == "release" and args.at is not None:
+        return gjob_more.cmd_release_at(client, args)
     if handler is not None:
         return handler(client, args)
     if cmd in ("hold", "release"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import time
 
-from gflow.cli import render
+from gflow.cli import gjob_more, render
 from gflow.cli.common import resolve_job_ids
 
 # More ids than this are looked up with one GET /jobs instead of one request each
@@ -65,6 +65,7 @@ def show_lines(job: dict, now: float) -> list[str]:
         out.append(f"  GPUMemoryLimit={render.format_memory(job['gpu_memory_limit_mb'])}")
     if job.get("gpu_ids") is not None:
         out.append("  GPUIDs=" + ",".join(str(i) for i in job["gpu_ids"]))
+    out += gpu_usage_lines(job.get("gpu_usage"))
     if job.get("memory_limit_mb") is not None:
         out.append(f"  MemoryLimit={render.format_memory(job['memory_limit_mb'])}")
     if job.get("conda_env"):
@@ -76,14 +77,14 @@ def show_lines(job: dict, now: float) -> list[str]:
     if deps or job.get("task_id") is not None:
         out += ["", "Dependencies:"]
         if deps:
-            out.append("  DependsOn=" + ",".join(map(str, deps)))
+            out.append("  DependsOn=" + gjob_more.dependency_text(job, deps))
             if job.get("dependency_mode"):
                 out.append(f"  Mode={job['dependency_mode']}")
             if job.get("auto_cancel_on_dependency_failure"):
                 out.append("  AutoCancel=enabled")
         if job.get("task_id") is not None:
             out.append(f"  TaskID={job['task_id']}")
-    out += ["", "Timing:"]
+    out += ["", "Timing:"] + gjob_more.timing_lines(job, now)     # Begin=, Suspended=
     limit = render.wire_duration(job.get("time_limit"))
     if limit is not None:
         out.append(f"  TimeLimit={render.hms(limit)}")
@@ -106,6 +107,20 @@ def show_lines(job: dict, now: float) -> list[str]:
         if started is not None:
             line += f" (runtime {render.hms(finished - started)})"
         out.append(line)
+    return out + gjob_more.attempt_lines(job, now)
+
+
+def gpu_usage_lines(usage) -> list[str]:
+    """What sampling saw while it ran (ours): a hint for the next `--gpu-memory`."""
+    if not isinstance(usage, dict):
+        return []
+    out = []
+    peak = usage.get("peak_memory_mb")
+    if isinstance(peak, (int, float)) and not isinstance(peak, bool):
+        out.append(f"  GPUPeakMemory={render.format_memory(int(peak))} (on one GPU)")
+    util = usage.get("mean_util_percent")
+    if isinstance(util, (int, float)) and not isinstance(util, bool):
+        out.append(f"  GPUMeanUtil={util:.1f}%")
     return out
 
 
@@ -131,6 +146,7 @@ def cmd_show(client, args) -> int:
         fetch = client.get_job
     missing: list[int] = []
     shown = 0
+    shares = gjob_more.fair_shares(client)       # None unless fair-share is on
     for job_id in ids:
         job = fetch(job_id)
         if job is None:
@@ -138,7 +154,8 @@ def cmd_show(client, args) -> int:
             continue
         if shown:
             print("\n" + "=" * 80 + "\n")
-        print("\n".join(map(render.safe, show_lines(job, time.time()))))
+        print("\n".join(map(render.safe, show_lines(job, time.time())
+                             + gjob_more.fair_share_lines(job, shares))))
         shown += 1
     if not missing:
         return 0

@@ -30,7 +30,7 @@ STATE_ORDER = render.STATES
 GROUP_ORDER = ("Running", "Queued", "Hold", "Finished", "Failed", "Cancelled", "Timeout")
 OUTPUTS = ("table", "json", "csv", "yaml")
 COLUMNS = ("JOBID", "NAME", "ST", "TIME", "NODES", "NODELIST(REASON)", "TIMELIMIT", "MEMORY",
-           "USER", "PROJECT")
+           "USER", "PROJECT", "FAIRSHARE")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only jobs with a live process (0.4.13: a live tmux session)")
     p.add_argument("-o", "--output", default="table", metavar="OUTPUT",
                    help="table (default), json, csv or yaml")
+    p.add_argument("--start", action="store_true",
+                   help="queued jobs with an estimated start time, from the time limits of "
+                        "what runs ahead of them (unknown behind a job without a limit)")
     p.add_argument("-w", "--watch", action="store_true", help="refresh until Ctrl-C")
     p.add_argument("--interval", type=_u64, metavar="INTERVAL",
                    help="seconds between refreshes with --watch (default 2)")
@@ -185,6 +188,8 @@ def sort_jobs(jobs: list[dict], field: str) -> list[dict]:
 def cell(job: dict, column: str, colour: bool, now: float) -> str:
     """One table cell; text from the daemon goes through render.safe (other users chose it)."""
     if column == "ST":
+        if job.get("suspended_at") and job.get("state") == "Running":
+            return "S"                  # gjob suspend: stopped, still holding its GPUs
         return render.styled_state(render.safe(job.get("state", "Queued")), colour)
     return render.safe(_cell_text(job, column, now))
 
@@ -209,6 +214,8 @@ def _cell_text(job: dict, column: str, now: float) -> str:
         return job.get("submitted_by", "")
     if column == "PROJECT":
         return job.get("project") or "-"
+    if column == "FAIRSHARE":       # ours: the owner's fair-share factor (GET /fair-share)
+        return job.get("_fairshare") or "-"
     return ""
 
 
@@ -455,7 +462,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     colour = render.use_colour()
     interval = 2 if args.interval is None else args.interval
     while True:
-        text = output(query.filter(query.fetch(client)), args, colour, query.output)
+        if args.start:              # Slurm's squeue --start (gqueue_start.py)
+            from gflow.cli import gqueue_start
+            text = gqueue_start.table(client, query.filter(query.fetch(client)), colour)
+        else:
+            jobs = query.filter(query.fetch(client))
+            if "FAIRSHARE" in args.format.split(","):
+                from gflow.cli.gjob_more import fair_shares
+                shares = fair_shares(client) or {}
+                for j in jobs:
+                    row = shares.get(j.get("submitted_by"))
+                    j["_fairshare"] = f"{row['factor']:.3f}" if row else "1.000"
+            text = output(jobs, args, colour, query.output)
         if not args.watch:
             sys.stdout.write(text + "\n")
             return 0

@@ -35,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "or an ISO 8601 date/time")
     p.add_argument("-o", "--output", default="table", metavar="OUTPUT",
                    help="table (default), json or csv")
+    p.add_argument("--gpu-hours", action="store_true",
+                   help="GPU-hours per user and project that ran within the period "
+                        "(--since .. --until)")
+    p.add_argument("--until", metavar="UNTIL", help="with --gpu-hours: the period's end "
+                                                    "(same forms as --since; default now)")
     add_config_arg(p)
     add_version(p, "gstats")
     sub = p.add_subparsers(dest="subcommand", metavar="COMMAND")
@@ -131,6 +136,15 @@ def render_table(stats: dict, colour: bool) -> str:
             kv("Jobs with GPUs", f"{b(with_gpus)} ({share:.0f}%)"),
             kv("Avg GPUs/Job", f"{_zero(stats.get('avg_gpus_per_job') or 0.0):.1f}"),
             kv("Peak GPU Usage", str(stats.get("peak_gpu_usage", 0)))]
+    if stats.get("jobs_with_gpu_samples"):
+        # Ours: what sampling saw (peak memory on one GPU, mean utilisation).
+        peak, top_peak = stats.get("avg_gpu_peak_memory_mb"), stats.get("max_gpu_peak_memory_mb")
+        util = stats.get("avg_gpu_util_percent")
+        if isinstance(peak, (int, float)) and isinstance(top_peak, (int, float)):
+            out.append(kv("GPU Memory Peak", f"{render.format_memory(int(peak))} avg, "
+                                             f"{render.format_memory(int(top_peak))} max"))
+        if isinstance(util, (int, float)):
+            out.append(kv("GPU Utilisation", f"{util:.1f}% avg"))
     top = stats.get("top_jobs") or []
     if top:
         runtimes = [render.hms(j.get("runtime_secs") or 0) for j in top]
@@ -170,6 +184,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.since is not None:
         query["since"] = parse_since(args.since, "--since")
     client = client_for(args)
+    if args.gpu_hours or args.until is not None:
+        from gflow.cli import gstats_hours
+        print(gstats_hours.report(client, query.get("since"), None if args.until is None
+                                  else parse_since(args.until, "--until"), fmt,
+                                  # everyone's unless -u names someone
+                                  [query["user"]] if args.user is not None and user else None))
+        return 0
     stats = client.call("GET", "/stats", query=query)
     if fmt == "json":
         print(render_json(stats))

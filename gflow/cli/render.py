@@ -185,6 +185,8 @@ def reason_text(job: dict) -> Optional[str]:
         return None if stored == "CancelledByUser" else stored
     if state == "Hold":
         return "JobHeldUser"
+    if state == "Queued" and job.get("pending_reason") in ("BeginTime", "Quota"):
+        return job["pending_reason"]         # ours (issue 17), an extra key
     if state == "Queued":
         return "Dependency" if (job.get("depends_on_ids") or job.get("depends_on") is not None) \
             else "Resources"

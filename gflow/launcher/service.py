@@ -19,7 +19,7 @@ import psutil
 
 from gflow.identity import reachable
 from gflow.ipc import HubClient, channel_address, unlink_socket
-from gflow.launcher import cgroup, runas, safefs, strays
+from gflow.launcher import attempts, cgroup, diagnose, runas, safefs, strays, suspend
 from gflow.workerproc import (WorkerContext, hold_worker_lock, setup_worker, signal_ready,
                               stop_event_on)
 
@@ -140,6 +140,8 @@ class Launcher:
                 self.forward(msg[1], msg[2])
             elif kind == "forget":
                 self.forget(msg[1])
+            elif kind == "tree_signal":         # gjob suspend / resume
+                suspend.signal_tree(self, msg[1], msg[2])
 
     def _files(self, job_id: int) -> dict:
         logs = self.paths.logs_dir
@@ -153,6 +155,8 @@ class Launcher:
         if job_id in self.jobs:
             return
         files = self._files(job_id)
+        attempts.archive_previous(self.paths, job_id, attempts.attempt_of(spec),
+                                  files["spec_path"])      # a retry: the last one's files
         tracked = Tracked(spec=spec, launched_at=time.time())
         self.jobs[job_id] = tracked
         try:
@@ -177,7 +181,8 @@ class Launcher:
                 "env": build_env(spec, self.base_env), "notify": self.notify_address,
                 "run_as_user": account.pw_name if account else None,
                 "umask": spec.get("umask"), "memory_limit_mb": spec.get("memory_limit_mb"),
-                "cgroup_base": self.cgroup_base, "pids_max": cgroup.PIDS_MAX, **files}
+                "cgroup_base": self.cgroup_base, "pids_max": cgroup.PIDS_MAX,
+                "attempt": attempts.attempt_of(spec), **files}
             safefs.write_json_atomic(files["spec_path"], monitor_spec)
             tracked.popen = subprocess.Popen(
                 [sys.executable, "-m", "gflow.launcher.monitor", files["spec_path"]],
@@ -204,7 +209,8 @@ class Launcher:
                     self.send(("exited", job_id, self.jobs[job_id].reported))
                 continue
             files = self._files(job_id)
-            if not os.path.exists(files["spec_path"]):
+            if (not os.path.exists(files["spec_path"])
+                    or attempts.stale_spec(files["spec_path"], spec)):
                 if spec.get("stopping"):
                     # Stopped before the launcher ever got to start it.
                     self.jobs[job_id] = Tracked(spec=spec, launched_at=time.time())
@@ -479,6 +485,10 @@ class Launcher:
                 # scheduler's own reason stands ("killed by SIGINT" would replace
                 # "time limit reached"); the exit code still tells how it ended.
                 info = dict(info, detail=None)
+            elif tracked.kill_deadline is None:
+                # A failure says why when its log's tail does (CUDA OOM, NCCL, ...);
+                # not a job the scheduler stopped: its reason stands.
+                info = diagnose.explain_exit(info, self._files(job_id)["log_path"])
             tracked.reported = info
             _log_exit(job_id, tracked, info)
         self.send(("exited", job_id, info))

@@ -19,15 +19,19 @@ __all__ = ["Access", "Refused", "READ_OPS"]
 READ_OPS = frozenset({
     "health", "info", "list_jobs", "get_job", "resolve", "log_path", "reservation_list",
     "reservation_get", "stats", "metrics_gauges", "event_streams", "debug_state",
-    "debug_job", "debug_metrics",
+    "debug_job", "debug_metrics", "quota_list", "fair_share", "gpus", "gpu_processes",
 })
 # Requests only admins may make, with the words used in the refusal.
 ADMIN_OPS = {"set_gpus": "change the GPUs gflow may use",
-             "group_limit": "change group limits"}
+             "group_limit": "change group limits",
+             "quota_set": "change quotas", "quota_remove": "change quotas",
+             "gpu_process_ignore": "ignore a GPU process",
+             "gpu_process_unignore": "stop ignoring a GPU process"}
 # Job actions as the refusal names them.
 ACTION_WORDS = {"finish": "finish", "fail": "fail", "cancel": "cancel", "hold": "hold",
                 "release": "release", "update": "update", "redo": "redo",
                 "signal": "signal", "env": "read the environment of",
+                "suspend": "suspend", "resume": "resume",
                 "log": "read the log of"}
 
 

@@ -19,9 +19,11 @@ from gflow.models import (
     job_from_trusted_wire, job_to_wire, reservation_from_wire, reservation_to_wire,
 )
 from gflow.identity import Caller
-from gflow.scheduler import policy
+from gflow.scheduler import features, policy
 from gflow.scheduler.guard import AccessGuard, Refused, default_access
 from gflow.scheduler.ops_gpus import GpuOps
+from gflow.scheduler import ops_gpu_insight
+from gflow.scheduler.ops_gpu_insight import GpuInsightOps
 from gflow.scheduler.ops_jobs import ACTION_TARGET, MAX_BATCH, MAX_PROJECT_LEN, JobOps
 from gflow.scheduler.ops_reservations import ReservationOps
 from gflow.scheduler.ops_status import StatusOps
@@ -52,7 +54,8 @@ def _log_transition(job: Job, src: JobState, dst: JobState, now: float) -> None:
         log.debug("job %d state=%s from=%s", job.id, dst.value, src.value)
 
 
-class SchedulerCore(AccessGuard, JobOps, ReservationOps, GpuOps, StatusOps):
+class SchedulerCore(AccessGuard, features.FeatureOps, JobOps, ReservationOps, GpuOps,
+                    GpuInsightOps, StatusOps):
     """State, transitions, dispatch and the scheduling pass; the request handlers (`op_*`)
     come from the ops mixins, one module per resource, behind the access guard."""
 
@@ -126,6 +129,7 @@ class SchedulerCore(AccessGuard, JobOps, ReservationOps, GpuOps, StatusOps):
         self.start_gpu_restriction(st.allowed_gpu_indices)      # see ops_gpus.py
         self.load_note = st.replay_note
         self.needs_snapshot = st.needs_snapshot
+        self.load_extras(st.extras)                             # see features.py
         self.mode = st.mode
         self.recovery = {"detail": st.detail, "state_backup": st.state_backup,
                          "journal_error": st.journal_error}
@@ -187,7 +191,7 @@ class SchedulerCore(AccessGuard, JobOps, ReservationOps, GpuOps, StatusOps):
             next_job_id=self.next_job_id, next_reservation_id=self.next_reservation_id,
             allowed_gpu_indices=self.set_gpus_indices, mode=self.mode,
             detail=self.recovery.get("detail"), state_backup=self.recovery.get("state_backup"),
-            journal_error=self.recovery.get("journal_error"))
+            journal_error=self.recovery.get("journal_error"), extras=self.store_extras())
 
     def emit(self, kind: str, job: Optional[Job] = None, *, reservation=None, gpu=None,
              text: Optional[str] = None, at: Optional[float] = None) -> None:
@@ -203,11 +207,12 @@ class SchedulerCore(AccessGuard, JobOps, ReservationOps, GpuOps, StatusOps):
     # --- transitions ------------------------------------------------------------
 
     def transition(self, job: Job, dst: JobState, *, reason: Any = None,
-                   detail: Optional[str] = None, at: Optional[float] = None) -> None:
+                   detail: Optional[str] = None, at: Optional[float] = None,
+                   retry: bool = False) -> None:
         """The one way a job changes state: checked against the table, journalled, evented.
-        `at`: when it really happened (a recorded exit), if not now."""
+        `at`: when it really happened (a recorded exit), if not now; `retry`: retries.py."""
         src = job.state
-        if not can_transition(src, dst):
+        if not (can_transition(src, dst) or retry and (src, dst) == features.RETRY_EDGE):
             raise ValueError(f"Job {job.id} is {src.value}: it cannot become {dst.value}")
         now = self.clock() if at is None else at
         job.state = dst
@@ -220,16 +225,18 @@ class SchedulerCore(AccessGuard, JobOps, ReservationOps, GpuOps, StatusOps):
         job.reason_detail = detail
         if src == JobState.RUNNING and dst in FINAL_STATES:
             self.draining.add(job.id)
+            self.account_run(job, now)          # fair-share usage (fairshare.py)
         self._set_state_index(job, src)
         self.save_job(job)
         self.pass_needed = True
-        self.emit("job_" + _EVENT_NAME[dst], job, at=at)
+        self.emit("job_retrying" if retry else "job_" + _EVENT_NAME[dst], job, at=at)
         _log_transition(job, src, dst, now)
 
     # --- request dispatch -------------------------------------------------------
 
     MUTATING = frozenset({"submit", "submit_batch", "update", "transition", "set_gpus",
-                          "group_limit", "redo", "reservation_create", "reservation_cancel"})
+                          "group_limit", "redo", "reservation_create", "reservation_cancel",
+                          *features.MUTATING, *ops_gpu_insight.MUTATING})
 
     def handle(self, op: str, payload: Any, caller: Any = None) -> Reply:
         """One request. `caller` is the verified caller the API worker sends with every
@@ -276,6 +283,7 @@ class SchedulerCore(AccessGuard, JobOps, ReservationOps, GpuOps, StatusOps):
     def stop_job(self, job: Job, signame: str) -> None:
         self.launcher_outbox.append(("signal", job.id, signame,
                                      self.config.launcher.kill_grace_secs))
+        self.wake_if_suspended(job)         # a stopped tree cannot act on SIGTERM
 
     def cascade_from(self, parent: Job) -> None:
         """Cancel (or flag) queued and held dependents that can no longer run, transitively."""
@@ -293,11 +301,11 @@ class SchedulerCore(AccessGuard, JobOps, ReservationOps, GpuOps, StatusOps):
                 if child.auto_cancel_on_dependency_failure:
                     self.transition(child, JobState.CANCELLED,
                                     reason={"DependencyFailed": bad},
-                                    detail=f"dependency job {bad} did not finish")
+                                    detail="dependency " + policy.never_reason(cand, bad))
                     todo.append(child_id)
                 else:
-                    child.reason_detail = (f"dependency can never be met: job {bad} "
-                                           "did not finish")
+                    child.reason_detail = ("dependency can never be met: "
+                                           + policy.never_reason(cand, bad))
                     self.changed(child.id)
 
     # --- the scheduling pass -----------------------------------------------------
@@ -315,7 +323,7 @@ class SchedulerCore(AccessGuard, JobOps, ReservationOps, GpuOps, StatusOps):
             memory_mb=job.memory_limit_mb, time_limit=job.time_limit,
             deps=tuple(job.all_dependencies()), dep_mode_any=job.dependency_mode == "Any",
             auto_cancel=job.auto_cancel_on_dependency_failure, group_id=job.group_id,
-            max_concurrent=job.max_concurrent,
+            max_concurrent=job.max_concurrent, **self.candidate_extras(job),
             queued_since=self.queued_since.get(job.id, job.submitted_at or 0.0))
 
     def _dep_states(self, cands) -> dict:
@@ -333,7 +341,7 @@ class SchedulerCore(AccessGuard, JobOps, ReservationOps, GpuOps, StatusOps):
             out.append(policy.Occupant(
                 id=job.id, user=job.submitted_by, gpu_ids=tuple(job.gpu_ids or ()),
                 shared=job.is_shared, gpu_memory_mb=job.gpu_memory_limit_mb,
-                memory_mb=job.memory_limit_mb, group_id=job.group_id,
+                memory_mb=job.memory_limit_mb, group_id=job.group_id, project=job.project,
                 # Where a reservation lies ahead, a GPU is free again when its job's
                 # limit ends; a stopped job's process is gone soon, but when is unknown.
                 ends_at=(job.started_at + job.time_limit if job.state == JobState.RUNNING
@@ -380,14 +388,17 @@ class SchedulerCore(AccessGuard, JobOps, ReservationOps, GpuOps, StatusOps):
             candidates=cands, occupants=self.occupants(), dep_states=self._dep_states(cands),
             gpus=self.gpu_view, allowed=allowed, total_memory_mb=self.total_memory_mb,
             reservations=self.policy_reservations(), now=self.clock(),
-            starvation_secs=self.config.scheduler.starvation_secs, shuffle=shuffle))
+            starvation_secs=self.config.scheduler.starvation_secs, shuffle=shuffle,
+            quotas=self.effective_quotas(), shares=self.fair_shares()))
+        self.after_pass(decision, full)         # begin-time wake-up, waiting reasons
         if full:
             self.protecting = decision.protecting
         for job_id, parent in decision.cancels:
             job = self.jobs[job_id]
             if job.state == JobState.QUEUED:
                 self.transition(job, JobState.CANCELLED, reason={"DependencyFailed": parent},
-                                detail=f"dependency job {parent} did not finish")
+                                detail="dependency " + policy.never_reason(
+                                    self._candidate(job), parent))
                 self.cascade_from(job)
         for job_id, (_code, detail) in decision.waiting.items():
             job = self.jobs[job_id]
@@ -413,7 +424,7 @@ class SchedulerCore(AccessGuard, JobOps, ReservationOps, GpuOps, StatusOps):
             "run_as_user": (job.submitted_by if self.access.daemon_uid == 0
                             and self.config.security.run_as == "submitter"
                             and job.submitted_by != self.access.daemon_user else None),
-            "umask": job.umask,
+            "umask": job.umask, "attempt": len(job.attempts) + 1,    # retries.py
         }
 
     # --- time limits ---------------------------------------------------------------
@@ -457,7 +468,7 @@ class SchedulerCore(AccessGuard, JobOps, ReservationOps, GpuOps, StatusOps):
             end = recorded_end(info, job.started_at, self.clock())
             if code == 0 and not detail:
                 self.transition(job, JobState.FINISHED, at=end)
-            else:
+            elif not self.retry_failed(job, detail or f"exit code {code}", end):  # retries.py
                 self.transition(job, JobState.FAILED, detail=detail or f"exit code {code}",
                                 at=end)
                 self.cascade_from(job)
@@ -476,11 +487,12 @@ class SchedulerCore(AccessGuard, JobOps, ReservationOps, GpuOps, StatusOps):
         held = set()
         for jid in self.running | self.draining:
             held.update(self.jobs[jid].gpu_ids or ())
-        view = []
-        for g in self.gpu_inventory.poll():
-            foreign = bool(g.error) or (bool(g.process_pids) and g.index not in held)
-            view.append(policy.Gpu(index=g.index, memory_mb=g.memory_total_mb, foreign=foreign))
-        if [(g.index, g.foreign) for g in view] != [(g.index, g.foreign) for g in self.gpu_view]:
+        polled = self.gpu_inventory.poll()
+        self.observe_gpus(polled)           # who holds what, idle holders (ops_gpu_insight)
+        view = [self.view_gpu(g, held) for g in polled]
+        # Free memory counts too: a job waiting for room starts when a foreign process ends.
+        if [(g.index, g.foreign, g.free_mb) for g in view] != \
+                [(g.index, g.foreign, g.free_mb) for g in self.gpu_view]:
             self.pass_needed = True
         self.gpu_view = view
         available = {g.index for g in view if not g.foreign and g.index not in held}

@@ -17,7 +17,8 @@ from gflow.scheduler.access import READ_OPS, Access, Refused
 __all__ = ["AccessGuard", "Refused", "default_access"]
 
 # Operations that change one existing job, and the verb a refusal uses.
-_JOB_OPS = {"update": "update", "redo": "redo", "signal": "signal"}
+_JOB_OPS = {"update": "update", "redo": "redo", "signal": "signal", "suspend": "suspend",
+            "resume": "resume"}
 
 
 def _account_uid(name: str) -> Optional[int]:
@@ -71,8 +72,10 @@ class AccessGuard:
                 if op == "redo":
                     payload["submitted_by"] = acc.submission_owner(
                         caller, _requested(payload.get("submitted_by")) or job.submitted_by)
-        elif op == "set_gpus":
+        elif op in ("set_gpus", "quota_set", "quota_remove"):
             acc.check_admin(caller, op)
+        elif op in ("gpu_process_ignore", "gpu_process_unignore"):
+            acc.check_admin(caller, op)        # it changes what every user's jobs may use
         elif op == "group_limit":
             owners = {j.submitted_by for j in self.jobs.values()
                       if isinstance(payload, dict) and j.group_id == payload.get("group_id")}

@@ -18,6 +18,8 @@ class GpuOps:
     # 0.4.13's clients ignore unknown keys (spec/api.md §7).
 
     def op_info(self, _payload) -> Reply:
+        # Ours too: state, memory, utilisation and processes per GPU (ops_gpu_insight.py).
+        extras = self.gpu_extras()
         held_excl = set()
         shared: dict[int, list] = {}
         for jid in self.running | self.draining:
@@ -42,6 +44,7 @@ class GpuOps:
                 entry["available"] = not g.foreign
                 if g.foreign:
                     entry["reason"] = "Unmanaged"
+            entry.update(extras.get(g.index, {}))
             gpus.append(entry)
         return Reply(200, {"gpus": gpus, "allowed_gpu_indices": self.allowed_gpu_indices,
                            "gpu_allocation_strategy":

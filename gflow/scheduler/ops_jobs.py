@@ -66,6 +66,7 @@ class JobOps:
         job.gpu_ids = job.started_at = job.finished_at = job.reason = None
         job.exit_code = None
         job.reason_detail = None
+        self.normalize_new(job)                 # features.py: no attempts, no suspension
         if job.run_name is None:
             job.run_name = f"gflow-job-{job.id}"
         self.jobs[job.id] = job
@@ -80,6 +81,9 @@ class JobOps:
             job = self._validate_new(payload)
         except ValueError as exc:
             return error(400, str(exc))
+        refused = self.check_admission([job])           # features.py: quotas, e-mail
+        if refused:
+            return refused
         job = self._admit(job)
         self.save_meta(next_job_id=self.next_job_id)
         return Reply(201, {"id": job.id, "run_name": job.run_name})
@@ -95,6 +99,9 @@ class JobOps:
             jobs = [self._validate_new(p) for p in payload]
         except ValueError as exc:
             return error(400, str(exc))
+        refused = self.check_admission(jobs)
+        if refused:
+            return refused
         out = []
         for job in jobs:
             job = self._admit(job)
@@ -197,7 +204,9 @@ class JobOps:
         job = self.jobs.get(payload.get("id"))
         if job is None:
             return Reply(404, None)
-        path = self.paths.job_log(job.id)
+        path, refused = self.attempt_log(job, payload.get("attempt"))   # retries.py
+        if refused:
+            return error(*refused)
         if not path.exists():
             return Reply(404, None)
         return Reply(200, str(path))
@@ -226,6 +235,8 @@ class JobOps:
         job.depends_on_ids = list(ids)
         job.depends_on = ids[0] if len(ids) == 1 else None
         job.dependency_mode = mode if ids else None
+        job.dependency_conditions = {k: v for k, v in job.dependency_conditions.items()
+                                     if int(k) in ids}
         for dep in ids:
             self.dependents.setdefault(dep, set()).add(job.id)
 
@@ -323,6 +334,9 @@ class JobOps:
         if new.is_shared and new.gpu_memory_limit_mb is None:
             return error(400, "Shared jobs must include a GPU memory limit "
                               "(--gpu-memory / --max-gpu-mem).")
+        refused = self.check_admission([new])
+        if refused:
+            return refused
         new = self._admit(new)
         cascaded = []
         if payload.get("cascade"):
@@ -381,6 +395,7 @@ class JobOps:
         elif action == "hold":
             self.transition(job, dst, reason="JobHeldUser", detail="held by user")
         elif action == "release":
+            self.set_begin(job, payload.get("at"))        # gjob release --at (begin.py)
             job.reason = None
             self.queued_since[job.id] = self.clock()
             self.transition(job, dst, detail=None)

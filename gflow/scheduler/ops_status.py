@@ -74,6 +74,7 @@ class StatusOps:
             "peak_gpu_usage": max((j.gpus for j in jobs), default=0),
             "success_rate": counts[JobState.FINISHED] / decided * 100 if decided else 0.0,
             "top_jobs": top[:5],
+            **self.gpu_usage_stats(jobs),       # ours: sampled GPU use (ops_gpu_insight)
         })
 
     def op_debug_state(self, _payload) -> Reply:

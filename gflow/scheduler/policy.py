@@ -22,7 +22,8 @@ The rules, in the order one pass applies them:
    free for it: exclusive jobs need GPUs with no gflow job and no foreign process;
    shared jobs need GPUs with no exclusive job whose shared memory total plus the request
    fits. GPUs are taken lowest index first (`sequential`) or in a shuffled order
-   (`random`, shuffled by the caller's seeded generator).
+   (`random`, shuffled by the caller's seeded generator). A job asking `--gpu-memory`
+   gets only GPUs where that much is free now, other programs' use counted (memfit.py).
 5. **Reservations.** A job holds its GPUs until its time limit ends (no limit: for
    ever), so it must not start on capacity that another user's reservation, active or
    upcoming, holds at any moment of that window: GPUs reserved by index are off limits,
@@ -33,6 +34,15 @@ The rules, in the order one pass applies them:
 6. **No starvation.** Once the highest-ordered job that fits the machine but is blocked
    on GPUs (or memory) has waited longer than `starvation_secs`, lower-ordered jobs may
    no longer take GPUs (or memory): the free capacity is kept for it until it starts.
+7. **Begin times and quotas** (issue 17). A job whose `begin_at` lies ahead waits
+   (`BeginTime`, "starts at 14:00") and blocks nobody; `wake_at` says when the first one
+   is due. A job whose user or project would go over `max_running_jobs` or
+   `max_running_gpus` waits (`Quota`, "alice runs 4 of 4 GPUs allowed") and blocks nobody.
+   Dependencies may be Slurm-style per parent: `afterok` (the default: it must finish),
+   `afterany` (it must end, however), `afternotok` (it must end failed, cancelled or timed
+   out).
+8. **Fair-share** (when `shares` is given). Among jobs of equal priority, the user with
+   less recent GPU use goes first (before the time-limit bonus and the id).
 """
 
 from __future__ import annotations
@@ -40,6 +50,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
+
+from gflow.scheduler.memfit import MemoryFit
 
 FINISHED = "Finished"
 FAILED_STATES = frozenset({"Failed", "Cancelled", "Timeout"})
@@ -64,6 +76,10 @@ class Candidate:
     group_id: Optional[str] = None
     max_concurrent: Optional[int] = None
     queued_since: float = 0.0
+    dep_conditions: tuple = ()          # per entry of `deps`; empty: all "afterok"
+    begin_at: Optional[float] = None    # not before this (gbatch --begin)
+    begin_text: str = ""                # begin_at as the waiting reason shows it ("14:00")
+    project: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +93,7 @@ class Occupant:
     memory_mb: Optional[int] = None
     group_id: Optional[str] = None
     ends_at: Optional[float] = None     # its time limit's end; None: may run for ever
+    project: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +101,7 @@ class Gpu:
     index: int
     memory_mb: int = 0
     foreign: bool = False        # a compute process that is not one of our jobs
+    free_mb: Optional[int] = None   # memory free now, others' use counted (memfit.py)
 
 
 @dataclass(frozen=True)
@@ -110,6 +128,8 @@ class PolicyInput:
     now: float = 0.0
     starvation_secs: float = 1800.0
     shuffle: Optional[object] = None     # callable(list) -> None, for the random strategy
+    quotas: Optional[object] = None      # config_quota.QuotaConfig (file + overrides)
+    shares: Optional[dict] = None        # fair-share: user -> recent GPU-seconds (rule 8)
 
 
 @dataclass
@@ -118,6 +138,7 @@ class Decision:
     cancels: list = field(default_factory=list)     # (job id, failed parent id)
     waiting: dict = field(default_factory=dict)     # job id -> (reason code, detail)
     protecting: bool = False                        # capacity is being kept for a starving job
+    wake_at: Optional[float] = None                 # the first begin time still ahead
 
 
 def time_bonus(time_limit: Optional[float]) -> int:
@@ -130,24 +151,41 @@ def order_key(c: Candidate):
     return (-c.priority, -time_bonus(c.time_limit), c.id)
 
 
+def dependency_verdict(condition: str, state: Optional[str]) -> str:
+    """'ok', 'wait' or 'never' for one parent in `state` under a Slurm-style condition."""
+    if condition == "afterany":
+        return "ok" if state in FINAL else "wait"
+    if condition == "afternotok":
+        return "ok" if state in FAILED_STATES else ("never" if state == FINISHED else "wait")
+    return "ok" if state == FINISHED else ("never" if state in FAILED_STATES else "wait")
+
+
 def dependency_status(c: Candidate, dep_states: dict) -> tuple[str, Optional[int]]:
     """('ok'|'wait'|'never', offending parent id or the first unfinished one)."""
     if not c.deps:
         return "ok", None
-    states = [(d, dep_states.get(d)) for d in c.deps]
+    conds = c.dep_conditions or ("afterok",) * len(c.deps)
+    verdicts = [(d, dependency_verdict(k, dep_states.get(d))) for d, k in zip(c.deps, conds)]
     if c.dep_mode_any:
-        if any(s == FINISHED for _, s in states):
+        if any(v == "ok" for _, v in verdicts):
             return "ok", None
-        if all(s in FINAL for _, s in states):
-            return "never", states[-1][0]
-        return "wait", next(d for d, s in states if s not in FINAL)
-    for d, s in states:
-        if s in FAILED_STATES:
+        if all(v == "never" for _, v in verdicts):
+            return "never", verdicts[-1][0]
+        return "wait", next(d for d, v in verdicts if v == "wait")
+    for d, v in verdicts:
+        if v == "never":
             return "never", d
-    for d, s in states:
-        if s != FINISHED:
+    for d, v in verdicts:
+        if v != "ok":
             return "wait", d
     return "ok", None
+
+
+def never_reason(c: Candidate, parent: Optional[int]) -> str:
+    """Why a dependency can never be met, in the words of its condition."""
+    if dict(zip(c.deps, c.dep_conditions)).get(parent) == "afternotok":
+        return f"job {parent} finished (afternotok needs it to fail)"
+    return f"job {parent} did not finish"
 
 
 def _fmt_ids(ids: Iterable[int]) -> str:
@@ -251,6 +289,46 @@ def _n_gpus(n: int) -> str:
     return f"{n} GPU" if n == 1 else f"{n} GPUs"
 
 
+class _Quotas:
+    """What each user and project runs now (and starts in this pass), against their
+    quota (rule 7)."""
+
+    def __init__(self, quotas, occupants: list):
+        self.quotas = quotas
+        self.jobs: dict = {}
+        self.gpus: dict = {}
+        for o in occupants:
+            self.add(o.user, o.project, len(o.gpu_ids))
+
+    def add(self, user: str, project: Optional[str], gpus: int) -> None:
+        for key in (("user", user), ("project", project)):
+            if key[1] is not None:
+                self.jobs[key] = self.jobs.get(key, 0) + 1
+                self.gpus[key] = self.gpus.get(key, 0) + gpus
+
+    def blocked(self, c: Candidate) -> Optional[str]:
+        """Why `c` may not start now under its user's or project's quota, or None."""
+        for key, who, limits in (
+                (("user", c.user), c.user, self.quotas.user_limits(c.user)),
+                (("project", c.project), f"project {c.project}",
+                 self.quotas.project_limits(c.project))):
+            if limits is None:
+                continue
+            jobs, gpus = self.jobs.get(key, 0), self.gpus.get(key, 0)
+            most = limits.max_running_jobs
+            if most is not None and jobs >= most:
+                return f"{who} runs {jobs} of {most} job{'' if most == 1 else 's'} allowed"
+            most = limits.max_running_gpus
+            if most is not None and c.gpus and gpus + c.gpus > most:
+                text = f"{who} runs {gpus} of {_n_gpus(most)} allowed"
+                if c.gpus > most:
+                    text += f"; this job needs {c.gpus}, more than the quota ever allows"
+                elif gpus < most:
+                    text += f"; this job needs {c.gpus}"
+                return text
+        return None
+
+
 def plan(inp: PolicyInput) -> Decision:
     decision = Decision()
     allowed_gpus = [g for g in sorted(inp.gpus, key=lambda g: g.index)
@@ -272,6 +350,9 @@ def plan(inp: PolicyInput) -> Decision:
             group_running[o.group_id] = group_running.get(o.group_id, 0) + 1
         memory_used += o.memory_mb or 0
     ledger = _Ledger(inp, allowed_gpus)
+    memfit = MemoryFit()            # --gpu-memory only where that much is free now
+    quotas = None if inp.quotas is None or inp.quotas.empty else _Quotas(inp.quotas,
+                                                                         inp.occupants)
 
     def free_gpus_for(c: Candidate) -> list[Gpu]:
         """GPUs this job could use now, reservations aside."""
@@ -288,6 +369,8 @@ def plan(inp: PolicyInput) -> Decision:
             else:
                 if g.foreign or g.index in shared_used:
                     continue
+            if not memfit.fits(c, g):
+                continue
             out.append(g)
         return out
 
@@ -305,7 +388,11 @@ def plan(inp: PolicyInput) -> Decision:
             return "can never run: its group's limit is 0 (raise it with gctl set-limit)"
         return None
 
-    ordered = sorted(inp.candidates, key=order_key)
+    if inp.shares is None:
+        ordered = sorted(inp.candidates, key=order_key)
+    else:
+        ordered = sorted(inp.candidates, key=lambda c: (
+            -c.priority, inp.shares.get(c.user, 0.0), -time_bonus(c.time_limit), c.id))
     ahead = 0
     protect_gpus = False
     protect_memory = False
@@ -317,7 +404,11 @@ def plan(inp: PolicyInput) -> Decision:
             else:
                 decision.waiting[c.id] = (
                     "WaitingForDependency",
-                    f"dependency can never be met: job {parent} did not finish")
+                    f"dependency can never be met: {never_reason(c, parent)}")
+            continue
+        if c.begin_at is not None and c.begin_at > inp.now:
+            decision.waiting[c.id] = ("BeginTime", f"starts at {c.begin_text}")
+            decision.wake_at = min(decision.wake_at or INF, c.begin_at)
             continue
         if status == "wait":
             decision.waiting[c.id] = ("WaitingForDependency", f"waiting for job {parent}")
@@ -333,6 +424,10 @@ def plan(inp: PolicyInput) -> Decision:
                     f"group limit: {group_running.get(c.group_id, 0)} of "
                     f"{c.max_concurrent} running")
                 continue
+        over = quotas.blocked(c) if quotas is not None else None
+        if over:
+            decision.waiting[c.id] = ("Quota", over)
+            continue
         free_mem = None
         if inp.total_memory_mb is not None:
             free_mem = inp.total_memory_mb - memory_used
@@ -377,6 +472,7 @@ def plan(inp: PolicyInput) -> Decision:
                     detail = "waiting: GPUs kept for a job that has waited too long"
                 else:
                     detail = f"waiting: {c.gpus} GPUs, {usable} free"
+                detail += memfit.shortfall(c)
                 if ahead:
                     detail += f"; priority: {ahead} jobs ahead"
                 decision.waiting[c.id] = ("WaitingForResources", detail)
@@ -393,7 +489,10 @@ def plan(inp: PolicyInput) -> Decision:
             else:
                 exclusive_holder[g] = c.id
         ledger.hold(c.user, chosen, until)
+        memfit.take(c, chosen)
         memory_used += mem_needed
+        if quotas is not None:
+            quotas.add(c.user, c.project, len(chosen))
         if c.group_id is not None:
             group_running[c.group_id] = group_running.get(c.group_id, 0) + 1
     decision.protecting = protect_gpus or protect_memory

@@ -11,6 +11,7 @@ import time
 from gflow.errors import StoreError
 from gflow.ipc import Hub
 from gflow.models import FINAL_STATES, JobState
+from gflow.scheduler.begin import arm_begin
 from gflow.scheduler.core import SchedulerCore, error
 from gflow.workerproc import (WorkerContext, hold_worker_lock, setup_worker, signal_ready,
                               stop_event_on)
@@ -121,6 +122,7 @@ class SchedulerLoop:
             core.run_pass()
         self._commit_and_flush(replies)
         self.arm_boundary()
+        arm_begin(self)                 # the first `gbatch --begin` time still ahead
         self._maybe_snapshot()
 
     def _dispatch(self, peer, msg, replies) -> None:
@@ -157,6 +159,9 @@ class SchedulerLoop:
         elif kind == "reservation_boundary":
             self.boundary_at = None
             core.update_reservations()
+            core.pass_needed = True
+        elif kind == "begin_time":
+            self.begin_at = None
             core.pass_needed = True
         elif kind == "wake":
             pass
@@ -366,7 +371,8 @@ def main(ctx: WorkerContext, ready=None) -> None:
     from gflow.gpu import GpuInventory
     from gflow.store import Store
     paths = ctx.paths
-    inventory = GpuInventory(ctx.env.get("GFLOW_FAKE_GPUS"))
+    inventory = GpuInventory(ctx.env.get("GFLOW_FAKE_GPUS"),
+                             ctx.env.get("GFLOW_FAKE_GPU_PROCS"))   # simulated usage (gpu_sim)
     log.info("GPUs: %s", inventory.message)
     import apscheduler.schedulers.background  # noqa: F401 - imported before the lock
     import psutil  # noqa: F401
@@ -408,10 +414,11 @@ def main(ctx: WorkerContext, ready=None) -> None:
     loop.load_core = load_core
     loop.start_timers()
     notifications = ctx.config.notifications
-    if notifications.enabled and notifications.webhooks:
+    if notifications.enabled and (notifications.webhooks or notifications.email):
         from gflow.notify import Notifier, Outbox
         loop.notifier = Notifier(notifications, Outbox(paths.data_dir / "notify.outbox"),
                                  core.host)
+        loop.notifier.mail_lookup = lambda payload: loop.core.job_mail(payload)  # e-mail
         core.webhooks_on = True
         log.info("webhooks: %d target(s), %d event(s) still owed", len(notifications.webhooks),
                  len(loop.notifier.outbox.pending))

@@ -30,13 +30,14 @@ SPEC_KEYS = (
     "submitted_at", "task_id", "redone_from", "auto_close_tmux", "run_name", "project",
     "depends_on", "depends_on_ids", "dependency_mode", "auto_cancel_on_dependency_failure",
 )
-SPEC_EXTRA_KEYS = ("env",)
+SPEC_EXTRA_KEYS = ("env", "umask", "scheduled_at", "max_retries", "dependency_conditions",
+                   "notify")
 RUNTIME_KEYS = (
     "id", "state", "priority", "gpus", "gpu_sharing_mode", "gpu_memory_limit_mb",
     "time_limit", "memory_limit_mb", "gpu_ids", "group_id", "max_concurrent", "started_at",
     "finished_at", "reason",
 )
-RUNTIME_EXTRA_KEYS = ("exit_code", "reason_detail")
+RUNTIME_EXTRA_KEYS = ("exit_code", "reason_detail", "attempts", "suspended_at", "gpu_usage")
 _RUNTIME_REQUIRED = ("id", "state", "priority", "gpus")
 _RESERVATION_REQUIRED = ("id", "user", "gpu_spec", "start_time", "duration", "status",
                          "created_at")
@@ -77,6 +78,8 @@ class StoreState:
     detail: Optional[str] = None         # why recovery mode was entered (0.4.13's text)
     state_backup: Optional[str] = None   # path of the .backup.<secs> / .corrupt.<secs> copy
     journal_error: Optional[str] = None  # why the journal is unwritable (read_only)
+    # Ours, under the top-level key "gflow_extras" (0.4.13 ignores it): quota overrides.
+    extras: dict = field(default_factory=dict)
     # Our additions, filled by load():
     replay_note: Optional[str] = None    # anomalies met (torn WAL tail, bad journal...)
     wal_records: int = 0                 # WAL records replayed
@@ -224,6 +227,8 @@ def parse_state(obj: Any) -> tuple[int, StoreState]:
     for raw in _opt_list(obj, "reservations"):
         res = normalize_reservation(raw)
         st.reservations[res["id"]] = res
+    if isinstance(obj.get("gflow_extras"), dict):
+        st.extras = dict(obj["gflow_extras"])
     next_res = obj.get("next_reservation_id")
     st.next_reservation_id = (1 if next_res is None
                               else as_uint(next_res, "next_reservation_id"))
@@ -352,4 +357,6 @@ def encode_snapshot(state: StoreState, data_dir: Path) -> bytes:
         "reservations": sorted_reservations(state),
         "next_reservation_id": next_reservation_id(state),
     }
+    if state.extras:
+        top["gflow_extras"] = state.extras
     return msgpack.packb(top, use_bin_type=True)

@@ -7,6 +7,7 @@
 #   {"op": "reservation", "reservation": <models.reservation_to_wire(r)>}
 #   {"op": "meta", "next_job_id": n, "next_reservation_id": m,
 #    "allowed_gpu_indices": [..] | None}            (any subset of the three keys)
+#   {"op": "meta", "extras": {"quotas": {...}}}     (ours: each key replaces the stored one)
 # The two counters only ever grow (a meta record with a lower value is ignored) and end
 # above every id seen, so an id is never handed out twice.
 #
@@ -92,6 +93,8 @@ def apply_record(st: StoreState, rec: Any) -> None:
                 allowed = [as_uint(i, "allowed_gpu_indices") for i in allowed]
             st.allowed_gpu_indices = allowed
             st.gpus_persisted = True
+        if isinstance(rec.get("extras"), dict):       # ours: {"quotas": {...}}, replaced per key
+            st.extras.update(rec["extras"])
     else:
         raise BadContent(f"unknown op {op!r}")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-mcp = pytest.importorskip("mcp", reason="the mcp package is a test extra: pip install -e '.[test]'")
+import mcp  # noqa: E402,F401  (a test extra: pip install -e '.[test]'; missing must fail, not skip)
 
 from mcp import ClientSession  # noqa: E402
 from mcp.client.stdio import StdioServerParameters, stdio_client  # noqa: E402

@@ -115,7 +115,11 @@ def test_unknown_route_and_wrong_method(client):
 def test_info(client):
     body = client.get("/info").get_json()
     assert [g["index"] for g in body["gpus"]] == [0, 1, 2, 3]
-    assert all(set(g) == {"uuid", "index", "available"} for g in body["gpus"])
+    # 0.4.13's keys, then ours (GPU insight: state, memory, utilisation, processes, jobs).
+    ours = {"state", "memory_total_mb", "memory_used_mb", "utilization_percent", "processes",
+            "jobs"}
+    assert all(set(g) == {"uuid", "index", "available"} | ours for g in body["gpus"])
+    assert all(g["available"] is True and g["state"] == "free" for g in body["gpus"])
     assert body["allowed_gpu_indices"] is None
     assert body["gpu_allocation_strategy"] == "sequential"
 
@@ -129,7 +133,8 @@ def test_submit_defaults_and_job_shape(client):
     job = client.get("/jobs/1").get_json()
     keys = list(job)
     assert keys[:3] == ["id", "script", "command"] and keys[29] == "reason"
-    assert keys[30:] == ["exit_code", "reason_detail"]
+    assert keys[30:32] == ["exit_code", "reason_detail"]
+    assert not {"scheduled_at", "attempts", "pending_reason"} & set(keys)   # only when set
     # The owner is the verified caller (0.4.13 wrote "unknown" for a body without one).
     assert job["submitted_by"] == OWN["user"] and job["priority"] == 10
     assert job["state"] == "Running" and job["gpu_ids"] == []      # started by the pass

@@ -342,7 +342,10 @@ def test_a_gpu_with_shared_jobs_is_not_available_and_shows_them(tmp_path):
     gpu0, gpu1 = info_of(core)["gpus"]
     assert gpu0["available"] is False
     assert (gpu0["shared_jobs"], gpu0["shared_memory_mb"], gpu0["memory_mb"]) == (ids, 8192, 24576)
-    assert gpu1 == {"uuid": gpu1["uuid"], "index": 1, "available": True}
+    assert {k: gpu1[k] for k in ("uuid", "index", "available")} == \
+        {"uuid": gpu1["uuid"], "index": 1, "available": True}
+    assert "reason" not in gpu1 and "shared_jobs" not in gpu1
+    assert gpu0["state"] == "shared" and gpu1["state"] == "free"     # ours (GPU insight)
     # More shared jobs still fit: `available` is about exclusive use only.
     third = submit(core, gpus=1, gpu_sharing_mode="Shared", gpu_memory_limit_mb=4096)
     settle(core, False)

@@ -201,3 +201,25 @@ def test_nvml_stub_driver_not_loaded(stub_dir):
 def test_nvml_zero_gpus(stub_dir):
     r = probe(stub_env(stub_dir, gpus=0))
     assert (r["source"], r["count"], r["message"]) == ("nvml", 0, "NVML: 0 GPUs")
+
+
+INSIGHT_PROBE = r"""
+import json
+from gflow.gpu import GpuInventory
+inv = GpuInventory()
+print(json.dumps([[g.memory_used_mb, g.utilization,
+                   [[p.pid, p.used_mb, p.util] for p in g.processes]] for g in inv.poll()]))
+"""
+
+
+def test_nvml_stub_memory_and_utilisation(stub_dir):
+    """Per-process memory (GPU:PID:MB) and utilisation (:UTIL) through NVML (issue 18)."""
+    env = stub_env(stub_dir, gpus=3, memory_mb=81920, busy="0:11:51200:0,0:12,2:13:2048:60")
+    out = subprocess.run([sys.executable, "-c", INSIGHT_PROBE], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == [
+        [52224, 0, [[11, 51200, 0], [12, 1024, None]]],
+        [0, 0, []],
+        [2048, 60, [[13, 2048, 60]]],
+    ]

@@ -68,7 +68,12 @@ def test_wire_round_trip_keeps_all_keys_in_order():
               depends_on_ids=[3], reason={"DependencyFailed": 3}, parameters={"b": "2", "a": "1"},
               group_id="afd540d3-5174-42e4-b8e9-254872aee375", exit_code=1, env={"A": "B"})
     wire = job_to_wire(job)
-    assert list(wire) == SPEC_JOB_KEYS + ["exit_code", "reason_detail"]
+    assert list(wire) == SPEC_JOB_KEYS + ["exit_code", "reason_detail", "gpu_usage"]
+    # Issue 17's keys appear where set (all of them in the store's full record).
+    assert list(job_to_wire(Job(max_retries=2, scheduled_at=5.0)))[-2:] == [
+        "scheduled_at", "max_retries"]
+    assert {"attempts", "dependency_conditions", "suspended_at", "pending_reason",
+            "notify"} <= set(job_to_wire(job, with_env=True))
     assert WIRE_KEYS == tuple(SPEC_JOB_KEYS)
     assert wire["time_limit"] == {"secs": 90, "nanos": 500000000}
     assert wire["submitted_at"]["secs_since_epoch"] == 1795500107

@@ -32,8 +32,8 @@ SPEC_0413 = ["script", "command", "conda_env", "run_dir", "parameters", "submitt
 RUNTIME_0413 = ["id", "state", "priority", "gpus", "gpu_sharing_mode", "gpu_memory_limit_mb",
                 "time_limit", "memory_limit_mb", "gpu_ids", "group_id", "max_concurrent",
                 "started_at", "finished_at", "reason"]
-SPEC_OURS = ["env"]
-RUNTIME_OURS = ["exit_code", "reason_detail"]
+SPEC_OURS = ["env", "umask", "scheduled_at", "max_retries", "dependency_conditions", "notify"]
+RUNTIME_OURS = ["exit_code", "reason_detail", "attempts", "suspended_at", "gpu_usage"]
 
 
 def mkjob(i, **kw):
@@ -308,9 +308,11 @@ def test_fixture_0413_msgpack_loads_and_rewrites_byte_identical(tmp_path):
     store.snapshot(back)
     top = msgpack.unpackb((tmp_path / SNAPSHOT_NAME).read_bytes(), raw=False)
     for s in top["job_specs"]:
-        del s["env"]
+        for key in SPEC_OURS:
+            del s[key]
     for r in top["job_runtimes"]:
-        del r["exit_code"], r["reason_detail"]
+        for key in RUNTIME_OURS:
+            del r[key]
     top["state_path"] = "/home/alice/.local/share/gflow/state.json"
     # Nanoseconds included: exact integers survive the load.
     assert msgpack.packb(top, use_bin_type=True) == original

@@ -1,4 +1,4 @@
-"""Routes that limit GPU use: the allowed GPU indices and a job group's concurrency cap."""
+"""Routes about GPUs: who holds each one (ours), the allowed GPU indices, ignored GPU processes (ours) and a job group's concurrency cap."""
 
 from __future__ import annotations
 
@@ -7,9 +7,30 @@ import uuid
 from flask import Blueprint
 
 from gflow.api.replies import ApiError, ask, respond
-from gflow.api.routes.params import json_body
+from gflow.api.routes.params import json_body, path_u32
 
 bp = Blueprint("gpus", __name__)
+
+
+@bp.get("/gpus")
+def gpus():
+    """Per GPU: state, memory, utilisation and every process with its owner (ours)."""
+    return respond(*ask("gpus"))
+
+
+@bp.get("/gpu-processes")
+def gpu_processes():
+    return respond(*ask("gpu_processes"))
+
+
+@bp.post("/gpu-processes/<raw_id>/ignore")
+def ignore_gpu_process(raw_id: str):
+    return respond(*ask("gpu_process_ignore", {"pid": path_u32(raw_id)}))
+
+
+@bp.delete("/gpu-processes/<raw_id>/ignore")
+def unignore_gpu_process(raw_id: str):
+    return respond(*ask("gpu_process_unignore", {"pid": path_u32(raw_id)}))
 
 
 @bp.post("/gpus")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, request
 
+from gflow.api.guard import is_json
 from gflow.api.limits import check_job
 from gflow.api.replies import ApiError, ask, empty, respond
 from gflow.api.routes.params import comma_list, json_body, path_u32, query_int, query_uint
@@ -108,9 +109,22 @@ def signal_job(raw_id: str):
 def job_action(raw_id: str, action: str):
     if action not in ("finish", "fail", "cancel", "hold", "release"):
         return empty(404)
-    return respond(*ask("transition", {"id": path_u32(raw_id), "action": action}))
+    payload = {"id": path_u32(raw_id), "action": action}
+    if action == "release" and request.content_length and is_json(request.mimetype):
+        # Ours: {"at": epoch seconds}: released, but not to start before then (--at).
+        body = json_body()
+        at = body.get("at") if isinstance(body, dict) else None
+        if at is not None and (isinstance(at, bool) or not isinstance(at, (int, float))
+                               or not 0 <= at < 2**63):
+            raise ApiError(400, {"error": "at: expected epoch seconds"})
+        payload["at"] = at
+    return respond(*ask("transition", payload))
 
 
 @bp.get("/jobs/<raw_id>/log")
 def job_log(raw_id: str):
-    return respond(*ask("log_path", {"id": path_u32(raw_id)}))
+    payload = {"id": path_u32(raw_id)}
+    attempt = query_uint("attempt", 2**32 - 1)     # ours: an earlier attempt's log
+    if attempt is not None:
+        payload["attempt"] = attempt
+    return respond(*ask("log_path", payload))
