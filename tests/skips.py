@@ -32,7 +32,7 @@ ALLOWED: list[Allowed] = [
     # tmpfs mounts) and reaches PyPI (runqd 0.4.13 for the compat tests). Add an entry only
     # with the reason the test cannot run on CI's machine, e.g.
     # Allowed("tests/x/test_y.py::test_z", r"needs an NVIDIA driver", "CI has no GPU"),
-    Allowed("tests/integration/test_gpu_insight.py::test_real_nvidia_gpu",
+    Allowed("tests/integration/test_gpu_insight_live.py::test_real_nvidia_gpu",
             r"no NVIDIA driver|NVML sees no GPU|libcuda\.so\.1 not loadable",
             "CI has no GPU; the same checks run on simulated GPUs and the NVML stub "
             "(test_simulated_gpus, test_nvml_stub), and on a GPU machine this one runs"),
