@@ -33,6 +33,7 @@ _KILLED = re.compile(r"(^|\s)\d+\s+Killed\b|^Killed\b|Out of memory: Killed proc
 _CUDA_ERROR = re.compile(r"CUDA error: ([^\n]+)|CUDA driver initialization failed[^\n]*|"
                          r"no CUDA-capable device is detected|"
                          r"No CUDA GPUs are available", re.IGNORECASE)
+_OURS = re.compile(r"^gflow: (.+)$")
 _SEGV = re.compile(r"Segmentation fault|Bus error|Illegal instruction|core dumped")
 _TRACEBACK = "Traceback (most recent call last):"
 # The exception line ending a traceback: "ValueError: bad", "pkg.mod.Err", "KeyboardInterrupt".
@@ -118,6 +119,10 @@ def diagnose(text: str) -> Optional[str]:
         return None
     # torchrun and friends prefix every line of a worker with its rank.
     lines = [_RANK.sub("", line) for line in text.splitlines()]
+    # Our own wrappers (conda activation) say why they gave up before the job ran.
+    ours = _last(_OURS, lines)
+    if ours is not None:
+        return _clean(_OURS.search(ours).group(1))
     oom = _last(_CUDA_OOM, lines)
     if oom is not None:
         out = "CUDA out of memory"

@@ -69,7 +69,9 @@ def build_argv(spec: dict) -> list[str]:
     conda = spec.get("conda_env")
     if conda:
         # A failed activation fails the job loudly (0.4.13 ran it in the base env).
-        activate = ('eval "$("${CONDA_EXE:-conda}" shell.bash hook 2>/dev/null)" '
+        activate = ('command -v "${CONDA_EXE:-conda}" >/dev/null 2>&1 '
+                    '|| { echo "gflow: conda not found (--conda-env $1)" >&2; exit 127; }; '
+                    'eval "$("${CONDA_EXE:-conda}" shell.bash hook 2>/dev/null)" '
                     '&& conda activate "$1" '
                     '|| { echo "gflow: conda activate $1 failed" >&2; exit 127; }; '
                     'shift; exec "$@"')

@@ -105,3 +105,10 @@ def test_explain_exit_only_touches_failures(tmp_path):
     log.write_text("nothing to see\n")
     plain = {"exit_code": 3, "detail": None}
     assert explain_exit(plain, log) is plain
+
+
+def test_our_wrappers_reason_wins():
+    from gflow.launcher.diagnose import diagnose
+    assert diagnose("gflow: conda not found (--conda-env ml)\n") == (
+        "conda not found (--conda-env ml)")
+    assert diagnose("x\ngflow: conda activate ml failed\n") == "conda activate ml failed"
