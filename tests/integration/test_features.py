@@ -200,7 +200,10 @@ def test_gqueue_start_and_gstats_gpu_hours(daemon):
     assert abs(got - expected) <= 2
     got3 = datetime.strptime(rows["3"][4], "%Y-%m-%dT%H:%M:%S").timestamp()
     assert abs(got3 - (expected + 300)) <= 2
-    d.ok("gcancel", "1-3")
+    # The waiting jobs first: cancelling 1 first frees its GPUs, and 2 may start (and
+    # count) before the same command reaches it.
+    d.ok("gcancel", "2-3")
+    d.ok("gcancel", "1")
     d.wait_state(1, "Cancelled")
     doc = json.loads(d.ok("gstats", "--gpu-hours", "-o", "json"))
     user = one["submitted_by"]
