@@ -194,3 +194,29 @@ def test_cascade_leaves_satisfiable_and_finished_dependents_alone(tmp_path):
     core.on_exited(good, {"exit_code": 0})
     assert core.jobs[good].state.value == "Finished"
     assert core.jobs[any_mode].state.value == "Hold"
+
+
+def test_cascade_looks_past_dependents_it_leaves_alone(tmp_path):
+    # Children in id order: one already running (its Any-mode sibling parent finished),
+    # one still satisfiable, then the one the failure dooms: the first two must not end
+    # the cascade's walk.
+    core = make_core(tmp_path, FakeClock())
+    parent, other, slow = submit(core), submit(core), submit(core)
+    settle(core, False)
+    running = submit(core, depends_on_ids=[parent, other], dependency_mode="Any",
+                     auto_cancel_on_dependency_failure=True)
+    core.on_exited(other, {"exit_code": 0})
+    settle(core, False)
+    assert core.jobs[running].state.value == "Running"
+    waiting = submit(core, depends_on_ids=[parent, slow], dependency_mode="Any",
+                     auto_cancel_on_dependency_failure=True)
+    doomed = submit(core, depends_on_ids=[parent], auto_cancel_on_dependency_failure=True)
+    flagged = submit(core, depends_on_ids=[parent], auto_cancel_on_dependency_failure=False)
+    core.on_exited(parent, {"exit_code": 1})
+    assert core.jobs[running].state.value == "Running"
+    assert core.jobs[waiting].state.value == "Queued"           # `slow` may still finish
+    assert core.jobs[doomed].state.value == "Cancelled"
+    assert core.jobs[doomed].reason_detail == f"dependency job {parent} did not finish"
+    assert core.jobs[flagged].state.value == "Queued"
+    assert core.jobs[flagged].reason_detail == (
+        f"dependency can never be met: job {parent} did not finish")
