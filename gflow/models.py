@@ -284,10 +284,6 @@ _U32 = 2**32 - 1
 _U64 = 2**64 - 1
 
 
-def _opt(value, check):
-    return None if value is None else check(value)
-
-
 def _str(name):
     def check(v):
         if not isinstance(v, str):

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Optional
 
 from gflow.scheduler.memfit import MemoryFit
 
@@ -186,10 +186,6 @@ def never_reason(c: Candidate, parent: Optional[int]) -> str:
     if dict(zip(c.deps, c.dep_conditions)).get(parent) == "afternotok":
         return f"job {parent} finished (afternotok needs it to fail)"
     return f"job {parent} did not finish"
-
-
-def _fmt_ids(ids: Iterable[int]) -> str:
-    return ",".join(str(i) for i in ids)
 
 
 class _Ledger:
