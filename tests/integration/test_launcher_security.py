@@ -17,10 +17,9 @@ import psutil
 import pytest
 
 from conftest import wait_for
+from launcher_helpers import make_launcher
 from multiuser import Accounts, need_root, shared_dir
 
-from gflow.config import Config
-from gflow.launcher.service import Launcher
 from gflow.paths import Paths
 
 
@@ -34,21 +33,10 @@ def account():
         accounts.remove()
 
 
-class Recorder:
-    def __init__(self):
-        self.sent = []
-
-    def send(self, msg):
-        self.sent.append(msg)
-        return True
-
-
-def launcher_in(home) -> tuple[Launcher, Recorder]:
+def launcher_in(home):
     paths = Paths.from_env({"HOME": str(home)})
     os.makedirs(paths.logs_dir, mode=0o755)       # traversable: the account tries its log
-    launcher = Launcher(paths, Config(), notify_address="\0gflow-test-none")
-    launcher.channel = rec = Recorder()
-    return launcher, rec
+    return make_launcher(home, paths)
 
 
 def run_job(launcher, rec, spec, timeout=30.0) -> dict:

@@ -8,21 +8,12 @@ import signal
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
 
 import psutil
 import pytest
 
-from gflow.config import Config
-from gflow.launcher.service import (LaunchError, Launcher, build_argv, build_env,
-                                    substitute_parameters)
-from gflow.paths import Paths
-
-
-def paths_in(tmp_path) -> Paths:
-    p = Paths.from_env({"HOME": str(tmp_path)})
-    os.makedirs(p.logs_dir, exist_ok=True)
-    return p
+from gflow.launcher.service import LaunchError, build_argv, build_env, substitute_parameters
+from launcher_helpers import make_launcher, paths_in
 
 
 # --- argv and environment ---------------------------------------------------------------
@@ -144,22 +135,6 @@ def test_monitor_adopts_orphans_of_the_job(tmp_path):
 
 
 # --- adoption --------------------------------------------------------------------------
-
-class Recorder:
-    def __init__(self):
-        self.sent = []
-
-    def send(self, msg):
-        self.sent.append(msg)
-        return True
-
-
-def make_launcher(tmp_path) -> tuple[Launcher, Recorder]:
-    launcher = Launcher(paths_in(tmp_path), Config(), notify_address="\0gflow-test-none")
-    rec = Recorder()
-    launcher.channel = rec
-    return launcher, rec
-
 
 def test_adopt_reports_a_job_that_ended_while_nobody_watched(tmp_path):
     launcher, rec = make_launcher(tmp_path)

@@ -18,33 +18,9 @@ import time
 import psutil
 import pytest
 
-from gflow.config import Config
 from gflow.ipc import Hub, RequestClient, channel_address, private_dir
 from gflow.launcher import cgroup, runas, safefs
-from gflow.launcher.service import Launcher
-from gflow.paths import Paths
-
-
-def paths_in(tmp_path) -> Paths:
-    p = Paths.from_env({"HOME": str(tmp_path)})
-    os.makedirs(p.logs_dir, exist_ok=True)
-    return p
-
-
-class Recorder:
-    def __init__(self):
-        self.sent = []
-
-    def send(self, msg):
-        self.sent.append(msg)
-        return True
-
-
-def make_launcher(tmp_path) -> tuple[Launcher, Recorder]:
-    launcher = Launcher(paths_in(tmp_path), Config(), notify_address="\0gflow-test-none")
-    rec = Recorder()
-    launcher.channel = rec
-    return launcher, rec
+from launcher_helpers import make_launcher, paths_in
 
 
 def gone(pid: int) -> bool:
