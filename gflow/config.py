@@ -16,6 +16,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python < 3.11
 
 from gflow.config_email import EMAIL_KEYS, EmailConfig, parse_email
 from gflow.config_fairshare import FAIR_SHARE_KEYS, FairShareConfig, parse_fair_share
+from gflow.config_executor import ExecutorConfig, executor_keys, parse_executor
 from gflow.config_quota import QuotaConfig, parse_quota, quota_keys
 from gflow.errors import ConfigError, ParseError
 from gflow.parsing import parse_gpu_spec
@@ -176,6 +177,7 @@ class Config:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     gpu: GpuConfig = field(default_factory=GpuConfig)               # [gpu] (ours)
     quota: QuotaConfig = field(default_factory=QuotaConfig)      # [quota] (config_quota.py)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # config_executor.py
     source: Optional[Path] = None                   # the file that was read, if any
     warnings: tuple[str, ...] = ()
 
@@ -462,7 +464,7 @@ def config_keys() -> set[str]:
     keys = set(_SCHEMA) | {_WEBHOOKS_KEY}
     keys |= {f"{_WEBHOOKS_KEY}.{name}" for name in _WEBHOOK_SCHEMA}
     keys |= {"notifications.email"} | {f"notifications.email.{n}" for n in EMAIL_KEYS}
-    return keys | quota_keys() | set(FAIR_SHARE_KEYS)
+    return keys | quota_keys() | set(FAIR_SHARE_KEYS) | executor_keys()
 
 
 # --- loading ---------------------------------------------------------------------------
@@ -524,6 +526,8 @@ def _flatten_file(doc: dict[str, Any], source: str, values: dict[str, Any],
                     warnings.append(f"unknown setting '{key}' in {source} (ignored)")
         elif top == "quota":
             values[top] = parse_quota(value, source, warnings)
+        elif top == "executor":
+            values[top] = parse_executor(value, source)
         elif top in _SCHEMA:
             values[top] = _SCHEMA[top](value, top, source)
         else:
@@ -536,7 +540,7 @@ def _build(values: dict[str, Any], source: Optional[Path], warnings: list[str]) 
         kwargs = {f.name: values[f"{name}.{f.name}"] for f in fields(cls)
                   if f"{name}.{f.name}" in values}
         sections[name] = cls(**kwargs)
-    top = {k: values[k] for k in ("timezone", "quota") if k in values}
+    top = {k: values[k] for k in ("timezone", "quota", "executor") if k in values}
     return Config(**top, **sections, source=source, warnings=tuple(warnings))
 
 

@@ -200,6 +200,9 @@ class Job:
     # Issue 18 (gflow/scheduler/ops_gpu_insight.py): sampled GPU use while it ran,
     # {"peak_memory_mb", "mean_util_percent", "samples"}; None until first sampled.
     gpu_usage: Optional[dict] = None
+    # Issue 20 (an external executor, gflow/launcher/slurm): the executor's own id of the
+    # job ("123", or "120_4" for an array task); None while gflow has not handed it over.
+    executor_id: Optional[str] = None
 
     def all_dependencies(self) -> list[int]:
         """`depends_on_ids` plus the legacy `depends_on` when it is not already listed."""
@@ -232,7 +235,7 @@ WIRE_KEYS = (
     "started_at", "finished_at", "reason",
 )
 EXTRA_KEYS = ("exit_code", "reason_detail", "scheduled_at", "max_retries", "attempts",
-              "dependency_conditions", "suspended_at", "pending_reason", "gpu_usage")
+              "dependency_conditions", "suspended_at", "pending_reason", "gpu_usage", "executor_id")
 _TIME_KEYS = ("submitted_at", "started_at", "finished_at")
 
 
@@ -271,7 +274,7 @@ def job_to_wire(job: Job, *, with_env: bool = False) -> dict:
              "attempts": list(job.attempts),
              "dependency_conditions": dict(job.dependency_conditions),
              "suspended_at": time_to_wire(job.suspended_at),
-             "pending_reason": job.pending_reason}
+             "pending_reason": job.pending_reason, "executor_id": job.executor_id}
     out.update(extra if with_env else {k: v for k, v in extra.items() if v})
     if with_env:
         out["env"] = job.env
@@ -445,6 +448,7 @@ _FIELD_CHECKS = {
     "pending_reason": (_str("pending_reason"), True),
     "notify": (lambda v: _notify(v), True),
     "gpu_usage": (lambda v: _gpu_usage(v), True),
+    "executor_id": (_str("executor_id"), True),
 }
 
 

@@ -49,6 +49,7 @@ JOB = {
         "dependency_conditions": {"type": "object", "additionalProperties": {
             "enum": ["afterok", "afterany", "afternotok"]}},
         "suspended_at": _opt(_time), "pending_reason": _opt({"type": "string"}),
+        "executor_id": _opt({"type": "string"}),
         "env": _opt({"type": "object", "additionalProperties": {"type": "string"}}),
     },
 }

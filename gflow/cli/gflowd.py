@@ -430,6 +430,13 @@ def cmd_status(args) -> int:
     print(f"Version: {body.get('version', '?')}")
     print(f"GPUs: {body.get('gpus', 0)} ({body.get('gpu_source', '?')})")
     print(f"Listening: http://{host}:{port}")
+    executor = body.get("executor")
+    if isinstance(executor, dict):          # Slurm mode (docs/slurm.md)
+        from gflow.cli.render import safe
+        ok = executor.get("ok")
+        said = ("reachable" if ok else "not checked yet" if ok is None else
+                "NOT reachable: " + safe(str(executor.get("detail") or "")))
+        print(f"Executor: {safe(str(executor.get('kind')))} (controller {said})")
     if body.get("status") == "recovery":
         print(f"Mode: recovery ({body.get('detail')})")
     return STATUS_RUNNING

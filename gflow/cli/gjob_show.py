@@ -71,6 +71,8 @@ def show_lines(job: dict, now: float) -> list[str]:
     if job.get("conda_env"):
         out.append(f"  CondaEnv={job['conda_env']}")
     out += ["", "Execution:", f"  WorkingDir={job.get('run_dir', '.')}"]
+    if job.get("executor_id"):              # handed to Slurm (docs/slurm.md)
+        out.append(f"  SlurmJobId={job['executor_id']}")
     deps = list(job.get("depends_on_ids") or [])
     if job.get("depends_on") is not None and job["depends_on"] not in deps:
         deps.append(job["depends_on"])

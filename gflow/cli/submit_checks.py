@@ -82,6 +82,8 @@ def warn_gpu_count(client, gpus: int) -> None:
         return          # (an unreachable daemon: the submission itself says so)
     if status != 200 or not isinstance(info, dict) or not isinstance(info.get("gpus"), list):
         return
+    if info.get("executor", "local") != "local":
+        return          # Slurm places the job: this machine's GPUs do not count
     indices = {g.get("index") for g in info["gpus"] if isinstance(g, dict)}
     allowed = info.get("allowed_gpu_indices")
     if gpus > len(indices):

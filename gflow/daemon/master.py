@@ -99,10 +99,15 @@ def read_lock_info(path) -> Optional[dict]:
         return None
 
 
-def check_data_dir(paths) -> None:
+def check_data_dir(paths, *, traversable: bool = False) -> None:
     """Create the data and logs directories 0700; refuse ones another account owns or
     others may write (OpenSSH's rule: never trust what someone else could have changed),
-    and take back read access from others (the state holds environments)."""
+    and take back read access from others (the state holds environments).
+
+    `traversable` (a root gflowd handing jobs to Slurm as their owners): 0711, so that
+    slurmstepd, running as the job's owner, can open the job's log, which gflowd creates
+    for that owner; nobody else can list the directories, and every other file in them
+    is 0600."""
     try:
         os.makedirs(paths.data_dir.parent, exist_ok=True)
         for directory in (paths.data_dir, paths.logs_dir):
@@ -110,7 +115,7 @@ def check_data_dir(paths) -> None:
                 os.mkdir(directory, 0o700)
             except FileExistsError:
                 pass
-            _check_private_dir(directory)
+            _check_private_dir(directory, 0o711 if traversable else 0o700)
         probe = paths.data_dir / f".write-test-{os.getpid()}"
         with open(probe, "w"):
             pass
@@ -120,7 +125,13 @@ def check_data_dir(paths) -> None:
                            "fix its permissions or set XDG_DATA_HOME") from None
 
 
-def _check_private_dir(directory) -> None:
+def slurm_as_owners(config) -> bool:
+    """A root gflowd whose jobs Slurm runs as their owners (docs/slurm.md)."""
+    return (config.executor.kind == "slurm" and os.geteuid() == 0
+            and config.security.run_as == "submitter")
+
+
+def _check_private_dir(directory, mode: int = 0o700) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         st = os.fstat(fd)
@@ -130,8 +141,8 @@ def _check_private_dir(directory) -> None:
         if st.st_mode & 0o022:
             raise StartupError(f"{directory} is writable by others (mode "
                                f"{st.st_mode & 0o777:o}): run `chmod 700 {directory}`")
-        if st.st_mode & 0o077:
-            os.fchmod(fd, 0o700)
+        if st.st_mode & 0o777 != mode:
+            os.fchmod(fd, mode)
     finally:
         os.close(fd)
 
@@ -237,7 +248,7 @@ class Master:
         problem = check_fake_gpus(self.env)
         if problem:
             raise StartupError(problem)
-        check_data_dir(self.paths)
+        check_data_dir(self.paths, traversable=slurm_as_owners(self.config))
         previous = read_lock_info(self.paths.lock_file) or {}
         self.lock.acquire()
         wait_orphans(previous.get("workers") or {})

@@ -499,6 +499,23 @@ class Launcher:
         if self.channel is not None:
             self.channel.send(msg)
 
+    # --- the executor seam (executor.py) -------------------------------------------
+
+    description = "executor: local (jobs run under monitors on this machine)"
+
+    def run_once(self) -> None:
+        with self.lock:
+            self.check_all()
+
+    def wait(self, timeout: float, stop=None) -> None:
+        if stop is not None:
+            stop.wait(timeout)
+
+    def close(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+        log.info("launcher stopped; running jobs continue under their monitors")
+
     # --- the notification socket ----------------------------------------------------
 
     def serve_notifications(self, sock: socket.socket) -> None:
@@ -566,12 +583,9 @@ def bind_notify_socket(address: str, timeout: float = 10.0) -> socket.socket:
             time.sleep(0.02)
 
 
-def main(ctx: WorkerContext, ready=None) -> None:
-    setup_worker("launcher", ctx)
-    stop = stop_event_on()
+def open_local(ctx: WorkerContext) -> "Launcher":
+    """The local executor: monitors on this machine, their end notices on a socket."""
     paths = ctx.paths
-    # One launcher at a time (a replacement waits here for its predecessor to exit).
-    hold_worker_lock(paths.data_dir / "launcher.lock")
     address = notify_address(paths.data_dir)
     sock = bind_notify_socket(address)
     cgroup_base = cgroup.detect(instance=cgroup.instance_name(paths.data_dir))
@@ -580,10 +594,20 @@ def main(ctx: WorkerContext, ready=None) -> None:
     launcher = Launcher(paths, ctx.config, address, cgroup_base=cgroup_base)
     threading.Thread(target=launcher.serve_notifications, args=(sock,), daemon=True,
                      name="notify").start()
-    launcher.channel = HubClient(ctx.address, ctx.authkey, "launcher", launcher.on_message)
+    return launcher
+
+
+def main(ctx: WorkerContext, ready=None) -> None:
+    setup_worker("launcher", ctx)
+    stop = stop_event_on()
+    # One launcher at a time (a replacement waits here for its predecessor to exit).
+    hold_worker_lock(ctx.paths.data_dir / "launcher.lock")
+    from gflow.launcher.executor import describe, open_executor
+    executor = open_executor(ctx, open_local)     # the executor seam (executor.py)
+    log.info("%s", describe(executor, ctx.config.executor.kind))
+    executor.channel = HubClient(ctx.address, ctx.authkey, "launcher", executor.on_message)
     signal_ready(ready)
-    while not stop.wait(POLL_SECS):
-        with launcher.lock:
-            launcher.check_all()
-    launcher.channel.close()
-    log.info("launcher stopped; running jobs continue under their monitors")
+    while not stop.is_set():
+        executor.run_once()
+        executor.wait(min(POLL_SECS, 0.5), stop)
+    executor.close()

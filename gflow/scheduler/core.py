@@ -25,6 +25,7 @@ from gflow.scheduler.ops_gpus import GpuOps
 from gflow.scheduler import ops_gpu_insight
 from gflow.scheduler.ops_gpu_insight import GpuInsightOps
 from gflow.scheduler.ops_jobs import ACTION_TARGET, MAX_BATCH, MAX_PROJECT_LEN, JobOps
+from gflow.scheduler.ops_executor import ExecutorOps
 from gflow.scheduler.ops_reservations import ReservationOps
 from gflow.scheduler.ops_status import StatusOps
 from gflow.scheduler.reply import Reply, error
@@ -55,7 +56,7 @@ def _log_transition(job: Job, src: JobState, dst: JobState, now: float) -> None:
 
 
 class SchedulerCore(AccessGuard, features.FeatureOps, JobOps, ReservationOps, GpuOps,
-                    GpuInsightOps, StatusOps):
+                    GpuInsightOps, StatusOps, ExecutorOps):
     """State, transitions, dispatch and the scheduling pass; the request handlers (`op_*`)
     come from the ops mixins, one module per resource, behind the access guard."""
 
@@ -92,6 +93,8 @@ class SchedulerCore(AccessGuard, features.FeatureOps, JobOps, ReservationOps, Gp
         self._gpus_available: set[int] = set()
         # Effects of the batch being handled; flushed by the worker after commit.
         self.launcher_outbox: list = []
+        self._handing: dict = {}            # ops_executor.py (Slurm mode)
+        self._refused: dict = {}
         self.events: list[dict] = []
         # Payloads are built only while someone listens: webhooks are configured or the
         # API has event streams open (it says so with the "event_streams" operation).
@@ -227,6 +230,7 @@ class SchedulerCore(AccessGuard, features.FeatureOps, JobOps, ReservationOps, Gp
             self.draining.add(job.id)
             self.account_run(job, now)          # fair-share usage (fairshare.py)
         self._set_state_index(job, src)
+        self.follow_executor(job, src, dst)     # Slurm mode: hold, release, cancel there
         self.save_job(job)
         self.pass_needed = True
         self.emit("job_retrying" if retry else "job_" + _EVENT_NAME[dst], job, at=at)
@@ -374,6 +378,8 @@ class SchedulerCore(AccessGuard, features.FeatureOps, JobOps, ReservationOps, Gp
         return self.pass_needed or bool(self.new_since_pass)
 
     def _run_pass(self) -> policy.Decision:
+        if self.external:
+            return self.handover_pass()         # Slurm places the jobs (ops_executor.py)
         self.update_reservations()
         full = self.pass_needed or self.protecting
         pool = self.queued if full else (self.new_since_pass & self.queued)
@@ -451,7 +457,8 @@ class SchedulerCore(AccessGuard, features.FeatureOps, JobOps, ReservationOps, Gp
 
     def on_launcher_connected(self) -> None:
         """A (re)started launcher: tell it every job that should have a live process."""
-        specs = [self.launch_spec(self.jobs[i]) for i in sorted(self.running | self.draining)]
+        specs = (self.executor_adopt_specs() if self.external else
+                 [self.launch_spec(self.jobs[i]) for i in sorted(self.running | self.draining)])
         self.launcher_outbox.append(("adopt", specs))
 
     def on_exited(self, job_id: int, info: dict) -> None:
@@ -461,7 +468,10 @@ class SchedulerCore(AccessGuard, features.FeatureOps, JobOps, ReservationOps, Gp
             return
         code = info.get("exit_code")
         detail = info.get("detail")
-        if job.state == JobState.RUNNING:
+        if self.external and self.executor_ended(job, info, recorded_end(
+                info, job.started_at, self.clock())):
+            pass                                # ops_executor.py: Slurm's own ends
+        elif job.state == JobState.RUNNING:
             job.exit_code = code
             # The monitor's recorded end, not the time we heard of it (the daemon may have
             # been down meanwhile).

@@ -47,6 +47,7 @@ class FeatureOps(BeginOps, RetryOps, QuotaOps, SuspendOps, FairShareOps):
         job.attempts = []
         job.suspended_at = None
         job.pending_reason = None
+        job.executor_id = None          # set only by the executor's report (ops_executor)
         deps = {str(d) for d in job.all_dependencies()}
         job.dependency_conditions = {k: v for k, v in job.dependency_conditions.items()
                                      if k in deps and v != "afterok"}
@@ -77,7 +78,7 @@ class FeatureOps(BeginOps, RetryOps, QuotaOps, SuspendOps, FairShareOps):
             return error(400, "this gflowd sends no e-mail ([notifications] enabled and "
                               "[notifications.email] are not configured): submit without "
                               "--notify-email")
-        return self.check_queue_quota(jobs)
+        return self.executor_refusal(jobs) or self.check_queue_quota(jobs)
 
     def job_mail(self, payload: dict) -> Optional[dict]:
         """The `gbatch --notify-email` of the job an event is about (notify_email.py)."""

@@ -50,7 +50,9 @@ class GpuOps:
                            "gpu_allocation_strategy":
                                self.config.daemon.gpu_allocation_strategy,
                            "allowed_gpu_source": self.allowed_gpu_source,
-                           "reservations": self.live_reservations()})
+                           "reservations": self.live_reservations(),
+                           # "slurm": the GPUs above are this machine's, not the cluster's
+                           "executor": self.config.executor.kind})
 
     def live_reservations(self) -> list:
         """Pending and active reservations, for ginfo: who holds which GPUs, and when."""

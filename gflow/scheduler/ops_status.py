@@ -19,6 +19,9 @@ class StatusOps:
                 "gpus": len(self.gpu_view), "gpu_source": self.gpu_inventory.source,
                 "jobs": {"queued": len(self.queued), "running": len(self.running),
                          "held": len(self.held)}}
+        if self.external:       # Slurm mode: whether the controller answers (ops_executor)
+            body["executor"] = dict(self.executor_health or {
+                "kind": self.config.executor.kind, "ok": None, "detail": "not checked yet"})
         if self.mode == "journal":
             body.update(status="recovery", mode="journal", detail=self.recovery.get("detail"),
                         journal=str(self.paths.journal_file),

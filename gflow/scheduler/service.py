@@ -156,6 +156,8 @@ class SchedulerLoop:
             self.awaiting.discard(peer)
         elif kind == "exited":
             core.on_exited(msg[1], msg[2])
+        elif kind in _EXECUTOR_REPORTS:         # an external executor's (ops_executor.py)
+            getattr(core, _EXECUTOR_REPORTS[kind])(*msg[1:])
         elif kind == "reservation_boundary":
             self.boundary_at = None
             core.update_reservations()
@@ -331,6 +333,12 @@ class SchedulerLoop:
         self._maybe_snapshot(force=True)
         self.core.store.close()
         self.hub.close()
+
+
+# What the Slurm executor reports, beyond the local launcher's "exited".
+_EXECUTOR_REPORTS = {"submitted": "on_submitted", "started": "on_started",
+                     "refused": "on_refused", "executor": "on_executor_health",
+                     "slurm_waiting": "on_executor_waiting"}
 
 
 def live_job_processes(core: SchedulerCore, paths) -> set[int]:

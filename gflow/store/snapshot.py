@@ -37,7 +37,8 @@ RUNTIME_KEYS = (
     "time_limit", "memory_limit_mb", "gpu_ids", "group_id", "max_concurrent", "started_at",
     "finished_at", "reason",
 )
-RUNTIME_EXTRA_KEYS = ("exit_code", "reason_detail", "attempts", "suspended_at", "gpu_usage")
+RUNTIME_EXTRA_KEYS = ("exit_code", "reason_detail", "attempts", "suspended_at", "gpu_usage",
+                      "executor_id")
 _RUNTIME_REQUIRED = ("id", "state", "priority", "gpus")
 _RESERVATION_REQUIRED = ("id", "user", "gpu_spec", "start_time", "duration", "status",
                          "created_at")

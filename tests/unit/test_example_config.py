@@ -15,7 +15,7 @@ def test_example_parses_to_exactly_the_defaults(tmp_path):
     example = load_config(EXAMPLE, env={"HOME": str(tmp_path)})
     assert example.warnings == ()
     for section in ("timezone", "daemon", "scheduler", "launcher", "api", "projects",
-                    "notifications", "shell", "logging", "gpu", "quota"):
+                    "notifications", "shell", "logging", "gpu", "quota", "executor"):
         assert getattr(example, section) == getattr(defaults, section), section
 
 

@@ -33,7 +33,8 @@ RUNTIME_0413 = ["id", "state", "priority", "gpus", "gpu_sharing_mode", "gpu_memo
                 "time_limit", "memory_limit_mb", "gpu_ids", "group_id", "max_concurrent",
                 "started_at", "finished_at", "reason"]
 SPEC_OURS = ["env", "umask", "scheduled_at", "max_retries", "dependency_conditions", "notify"]
-RUNTIME_OURS = ["exit_code", "reason_detail", "attempts", "suspended_at", "gpu_usage"]
+RUNTIME_OURS = ["exit_code", "reason_detail", "attempts", "suspended_at", "gpu_usage",
+                "executor_id"]
 
 
 def mkjob(i, **kw):
