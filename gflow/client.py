@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+import _socket  # socket.py's C core: the Unix-socket path needs no more (see _SocketReader)
+import io
 import json
 import os
-import socket
-from typing import Any, Optional
-from urllib.parse import quote, urlencode
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs import time; annotations are strings here
+    import socket
+    from typing import Any, Optional
 
 CONNECT_HELP = ("Could not connect to gflowd server. Is the server running?\n"
                 "Hint: Start the server with 'gflowd up'")
+
+
+# What urllib.parse.quote never escapes; the rest is %XX of the UTF-8 bytes. Written out
+# because urllib.parse (and the ipaddress it imports) costs a command ~2 ms to import.
+_URL_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+
+
+def _quote(value) -> str:
+    """urllib.parse.quote(str(value), safe="") (bytes as they are), without urllib."""
+    data = value if isinstance(value, bytes) else str(value).encode("utf-8")
+    return "".join(chr(b) if b in _URL_SAFE else "%%%02X" % b for b in data)
+
+
+def urlencode(items: dict) -> str:
+    """urllib.parse.urlencode(items, quote_via=quote, safe="")."""
+    return "&".join(_quote(k) + "=" + _quote(v) for k, v in items.items())
 
 
 class ConnectionFailed(Exception):
@@ -38,11 +58,27 @@ class _Disconnected(Exception):
     """The server closed a kept-alive connection before answering."""
 
 
+class _SocketReader(io.RawIOBase):
+    """What `sock.makefile("rb")` reads through (socket.SocketIO, reads only), for a
+    `_socket.socket` too: socket.py and the selectors it imports cost a command ~2.5 ms
+    of imports, and only a TCP connection (socket.create_connection) needs them."""
+
+    def __init__(self, sock) -> None:
+        super().__init__()
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        return self._sock.recv_into(b)
+
+
 class _HttpConnection:
     """Just enough HTTP/1.1 for our daemon: keep-alive, Content-Length or chunked bodies.
 
     `http.client` costs ~15 ms of imports (email, ssl) on every command start; this
-    costs none beyond socket.
+    costs none beyond _socket (and socket.py for TCP).
     """
 
     def __init__(self, host: str, port: int, timeout: Optional[float],
@@ -56,7 +92,7 @@ class _HttpConnection:
     def _connect(self) -> socket.socket:
         from gflow import identity
         if self.unix_socket:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
             sock.settimeout(self.timeout)
             try:
                 identity.unix_call(sock, "connect", self.unix_socket)
@@ -66,8 +102,9 @@ class _HttpConnection:
                 raise
             where = self.unix_socket
         else:
+            import socket
             sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
             # The kernel lists the owner of the daemon's end of this very connection;
             # a remote daemon cannot be checked this way (and is what its user chose).
             owner = identity.tcp_peer_uid(sock.getpeername(), sock.getsockname())
@@ -91,7 +128,7 @@ class _HttpConnection:
                 headers: dict) -> tuple[int, dict, bytes]:
         if self.sock is None:
             self.sock = self._connect()
-            self.reader = self.sock.makefile("rb")
+            self.reader = io.BufferedReader(_SocketReader(self.sock))
         if self.unix_socket:
             host = "localhost"
         else:
@@ -175,10 +212,10 @@ def find_socket(host: str, port: int, configured: Optional[str],
         return configured if configured and os.path.exists(configured) else None
     if host not in LOCAL_HOSTS and not host.startswith("127."):
         return None
-    from gflow.paths import Paths
-    for path in Paths.from_env(env).client_sockets(port):
+    from gflow.paths import client_socket_paths
+    for path in client_socket_paths(port, env):
         if os.path.exists(path):
-            return str(path)
+            return path
     return None
 
 
@@ -229,7 +266,7 @@ class Client:
         if query:
             items = {k: v for k, v in query.items() if v is not None}
             if items:
-                path += "?" + urlencode(items, quote_via=quote, safe="")
+                path += "?" + urlencode(items)
         want_raw = raw
         headers = {"accept": "*/*"}
         data = None
@@ -243,7 +280,7 @@ class Client:
             try:
                 status, resp_headers, raw = self._conn.request(method, path, data, headers)
                 break
-            except (ConnectionRefusedError, socket.gaierror, FileNotFoundError):
+            except (ConnectionRefusedError, _socket.gaierror, FileNotFoundError):
                 self.close()
                 raise ConnectionFailed() from None
             except (_Disconnected, BrokenPipeError, ConnectionResetError):

@@ -11,15 +11,17 @@ Stdlib only (layer L1): the daemon's API worker and the clients both use it.
 
 from __future__ import annotations
 
-import grp
-import ipaddress
+import _socket  # socket.py's constants without its import (~2.5 ms with selectors)
 import os
-import pwd
-import socket
-import struct
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Iterator, Optional
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs import time; annotations are strings here
+    import socket
+    from typing import Optional
+
+# grp, pwd, ipaddress and struct are imported where they are used: a client command only
+# needs unix_call and unix_peer_uid (or tcp_peer_uid), and every import delays its request.
 
 __all__ = ["Caller", "ANONYMOUS", "caller_for_uid", "unix_peer_uid", "tcp_peer_uid",
            "listener_uid", "is_loopback", "reachable", "unix_call", "SUN_PATH_MAX"]
@@ -29,14 +31,49 @@ SUN_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
 TCP_LISTEN = "0A"
 
 
-@dataclass(frozen=True)
 class Caller:
-    """A verified caller; `uid is None` means anonymous (nothing could be verified)."""
+    """A verified caller; `uid is None` means anonymous (nothing could be verified).
 
-    uid: Optional[int] = None
-    user: Optional[str] = None
-    groups: tuple[str, ...] = field(default=())
-    via: str = "anonymous"
+    Immutable, compared and hashed by its four fields: what `@dataclass(frozen=True)` gave,
+    written out because importing dataclasses (inspect, ast, ...) cost every client command
+    ~6 ms before its first request.
+    """
+
+    __match_args__ = ("uid", "user", "groups", "via")
+
+    uid: Optional[int]
+    user: Optional[str]
+    groups: tuple[str, ...]
+    via: str
+
+    def __init__(self, uid: Optional[int] = None, user: Optional[str] = None,
+                 groups: tuple[str, ...] = (), via: str = "anonymous") -> None:
+        set_ = object.__setattr__
+        set_(self, "uid", uid)
+        set_(self, "user", user)
+        set_(self, "groups", groups)
+        set_(self, "via", via)
+
+    def _fields(self) -> tuple:
+        return (self.uid, self.user, self.groups, self.via)
+
+    def __setattr__(self, name: str, value) -> None:
+        raise AttributeError(f"cannot assign to field '{name}'")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field '{name}'")
+
+    def __eq__(self, other) -> bool:
+        if other.__class__ is self.__class__:
+            return self._fields() == other._fields()
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__qualname__}(uid={self.uid!r}, user={self.user!r}, "
+                f"groups={self.groups!r}, via={self.via!r})")
 
     @property
     def anonymous(self) -> bool:
@@ -64,6 +101,8 @@ def caller_for_uid(uid: Optional[int], via: str) -> Caller:
     """
     if uid is None:
         return Caller(via=via)
+    import grp
+    import pwd
     try:
         pw = pwd.getpwuid(uid)
     except KeyError:
@@ -84,16 +123,17 @@ def caller_for_uid(uid: Optional[int], via: str) -> Caller:
 def unix_peer_uid(sock: socket.socket) -> Optional[int]:
     """The uid of the process that connected to this Unix socket (`SO_PEERCRED`)."""
     try:
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                struct.calcsize("3i"))
+        # struct ucred {pid_t pid; uid_t uid; gid_t gid;}: three native 32-bit ints
+        # (struct.unpack("3i"), without importing struct).
+        creds = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
     except OSError:
         return None
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid
+    return int.from_bytes(creds[4:8], sys.byteorder, signed=True)
 
 
 def is_loopback(host: str) -> bool:
     """True for 127.0.0.0/8, ::1 and IPv4-mapped loopback; False for names and others."""
+    import ipaddress
     try:
         addr = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
@@ -109,6 +149,8 @@ def _proc_hex(ip: str, port: int) -> list[tuple[str, str]]:
     The kernel prints each 32-bit word of the address in host byte order; an IPv4
     endpoint reached through a dual-stack socket appears in tcp6 as ::ffff:a.b.c.d.
     """
+    import ipaddress
+    import struct
     addr = ipaddress.ip_address(ip.split("%", 1)[0])
     forms = []
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
@@ -180,24 +222,32 @@ def listener_uid(host: str, port: int) -> Optional[int]:
     return None
 
 
-@contextmanager
-def reachable(address: str) -> Iterator[str]:
-    """A name that bind() and connect() accept for the Unix socket `address`.
+class reachable:
+    """A name that bind() and connect() accept for the Unix socket `address`
+    (`with reachable(path) as where:`).
 
     sun_path holds 107 bytes and temporary homes are often longer: a long path is
     reached through /proc/self/fd/<O_PATH fd of its directory>/<name>, which the kernel
-    resolves. Abstract names ("\\0...") pass through.
+    resolves. Abstract names ("\\0...") pass through. A class rather than a
+    @contextmanager, so that the clients need not import contextlib.
     """
-    address = os.fspath(address)
-    if address.startswith("\0") or len(os.fsencode(address)) <= SUN_PATH_MAX:
-        yield address
-        return
-    directory, name = os.path.split(address)
-    fd = os.open(directory or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        yield f"/proc/self/fd/{fd}/{name}"
-    finally:
-        os.close(fd)
+
+    def __init__(self, address) -> None:
+        self._address = address
+        self._fd: Optional[int] = None
+
+    def __enter__(self) -> str:
+        address = os.fspath(self._address)
+        if address.startswith("\0") or len(os.fsencode(address)) <= SUN_PATH_MAX:
+            return address
+        directory, name = os.path.split(address)
+        self._fd = os.open(directory or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        return f"/proc/self/fd/{self._fd}/{name}"
+
+    def __exit__(self, *exc_info) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 def unix_call(sock: socket.socket, method: str, path) -> None:

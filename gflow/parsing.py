@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 import re
-from decimal import Decimal
-from typing import Iterable, Optional, Union
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs import time; annotations are strings here
+    from typing import Iterable, Optional, Union
 
 from gflow.errors import ParseError
 
@@ -254,13 +256,14 @@ def parse_gpu_spec(text: str) -> list[int]:
 
 # --- single job references -------------------------------------------------------------
 
-_SHORTHAND = re.compile(r"@(?:~[0-9]+)?\Z")
+# Patterns are compiled on first use (re's cache), not when a command imports this module.
+_SHORTHAND = r"@(?:~[0-9]+)?\Z"
 
 
 def is_shorthand(text: str) -> bool:
     """True for `@` and `@~N` with N >= 1 (surrounding whitespace ignored)."""
     s = text.strip(_WS)
-    if not _SHORTHAND.match(s):
+    if not re.match(_SHORTHAND, s):
         return False
     return s == "@" or s[2:].strip("0") != ""
 
@@ -330,15 +333,13 @@ def parse_array(text: str) -> tuple[int, int]:
 
 # --- --param ---------------------------------------------------------------------------
 
-_FLOAT = re.compile(
-    r"[+-]?(?:inf|infinity|nan|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?)\Z",
-    re.IGNORECASE | re.ASCII)
+_FLOAT = r"[+-]?(?:inf|infinity|nan|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?)\Z"
 
 
 def _rust_f64(text: str) -> float:
     if not text:
         raise _fail("cannot parse float from empty string")
-    if not _FLOAT.match(text):
+    if not re.match(_FLOAT, text, re.IGNORECASE | re.ASCII):
         raise _fail("invalid float literal")
     return float(text)
 
@@ -349,6 +350,7 @@ def _rust_display(x: float) -> str:
         return "NaN"
     if math.isinf(x):
         return "inf" if x > 0 else "-inf"
+    from decimal import Decimal  # ~1 ms to import; only --param values need it
     text = format(Decimal(repr(x)), "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")

@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import os
-import pwd
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Mapping, Optional
 
-__all__ = ["Paths", "SYSTEM_RUNTIME_DIR", "DEFAULT_PORT", "socket_name"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs import time; annotations are strings here
+    from pathlib import Path
+    from typing import Mapping, Optional
+
+# pathlib is imported where a Path is made (Paths.from_env): a client command that only
+# looks for the daemon's socket (client_socket_paths) does without it (~3 ms of imports:
+# pathlib, fnmatch, urllib.parse, ipaddress).
+
+# SYSTEM_RUNTIME_DIR (a Path, made on first use by __getattr__) is not listed: linters
+# cannot see it.
+__all__ = ["Paths", "DEFAULT_PORT", "socket_name", "client_socket_paths"]
 
 DEFAULT_PORT = 59000
 # Where the system service (contrib/systemd/gflowd-system.service) puts its socket;
 # clients of every account look there too, so nobody has to configure anything.
-SYSTEM_RUNTIME_DIR = Path("/run/gflow")
+# SYSTEM_RUNTIME_DIR is that as a Path (made on first use, see __getattr__).
+_SYSTEM_RUNTIME = "/run/gflow"
+
+
+def __getattr__(name: str):
+    if name == "SYSTEM_RUNTIME_DIR":
+        from pathlib import Path
+        return Path(_SYSTEM_RUNTIME)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def socket_name(port: int) -> str:
@@ -22,42 +37,101 @@ def socket_name(port: int) -> str:
     return "gflowd.sock" if port == DEFAULT_PORT else f"gflowd-{int(port)}.sock"
 
 
-def _home(env: Mapping[str, str]) -> Path:
+def _home(env: Mapping[str, str]) -> str:
     home = env.get("HOME")
     if home:
-        return Path(home)
+        return home
+    import pwd
     try:
-        return Path(pwd.getpwuid(os.getuid()).pw_dir)
+        return pwd.getpwuid(os.getuid()).pw_dir
     except KeyError:  # pragma: no cover - a uid without a passwd entry
-        return Path("/")
+        return "/"
 
 
-def _xdg(env: Mapping[str, str], var: str, home: Path, default: str) -> Path:
+def _xdg(env: Mapping[str, str], var: str, home: str, default: str) -> str:
     """`$VAR` when set to an absolute path (relative values are ignored, as XDG says)."""
     value = env.get(var)
     if value and os.path.isabs(value):
-        return Path(value)
-    return home / default
+        return value
+    return os.path.join(home, default)
 
 
-@dataclass(frozen=True)
+def _clean(path: str) -> str:
+    """str(pathlib.PurePosixPath(path)) without pathlib: no empty or `.` parts, no trailing
+    slash, a leading `//` kept (POSIX leaves its meaning to the system), `///...` is `/`."""
+    if path.startswith("/"):
+        root = "//" if path.startswith("//") and not path.startswith("///") else "/"
+    else:
+        root = ""
+    return root + "/".join(part for part in path.split("/") if part and part != ".") or "."
+
+
+def client_socket_paths(port: int, env: Optional[Mapping[str, str]] = None) -> list[str]:
+    """`[str(p) for p in Paths.from_env(env).client_sockets(port)]`, without pathlib: where
+    a client looks for the daemon on `port`, this account's socket, then the system's."""
+    env = os.environ if env is None else env
+    runtime = env.get("XDG_RUNTIME_DIR") or ""
+    base = runtime if os.path.isabs(runtime) else _xdg(env, "XDG_DATA_HOME", _home(env),
+                                                         ".local/share")
+    name = socket_name(port)
+    return [_clean(os.path.join(base, "gflow", name)), f"{_SYSTEM_RUNTIME}/{name}"]
+
+
 class Paths:
-    """Every file of one gflow installation; all derived from HOME and the XDG variables."""
+    """Every file of one gflow installation; all derived from HOME and the XDG variables.
+
+    Immutable, compared and hashed by its four directories: what `@dataclass(frozen=True)`
+    gave, written out because importing dataclasses (inspect, ast, ...) cost every client
+    command ~6 ms before its first request.
+    """
+
+    __match_args__ = ("config_dir", "data_dir", "state_dir", "runtime_dir")
 
     config_dir: Path
     data_dir: Path
     state_dir: Path
-    runtime_dir: Optional[Path] = None              # $XDG_RUNTIME_DIR/gflow when set
+    runtime_dir: Optional[Path]                     # $XDG_RUNTIME_DIR/gflow when set
+
+    def __init__(self, config_dir: Path, data_dir: Path, state_dir: Path,
+                 runtime_dir: Optional[Path] = None) -> None:
+        set_ = object.__setattr__
+        set_(self, "config_dir", config_dir)
+        set_(self, "data_dir", data_dir)
+        set_(self, "state_dir", state_dir)
+        set_(self, "runtime_dir", runtime_dir)
+
+    def _fields(self) -> tuple:
+        return (self.config_dir, self.data_dir, self.state_dir, self.runtime_dir)
+
+    def __setattr__(self, name: str, value) -> None:
+        raise AttributeError(f"cannot assign to field '{name}'")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field '{name}'")
+
+    def __eq__(self, other) -> bool:
+        if other.__class__ is self.__class__:
+            return self._fields() == other._fields()
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__qualname__}(config_dir={self.config_dir!r}, "
+                f"data_dir={self.data_dir!r}, state_dir={self.state_dir!r}, "
+                f"runtime_dir={self.runtime_dir!r})")
 
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "Paths":
+        from pathlib import Path
         env = os.environ if env is None else env
         home = _home(env)
         return cls(
-            config_dir=_xdg(env, "XDG_CONFIG_HOME", home, ".config") / "gflow",
-            data_dir=_xdg(env, "XDG_DATA_HOME", home, ".local/share") / "gflow",
-            state_dir=_xdg(env, "XDG_STATE_HOME", home, ".local/state") / "gflow",
-            runtime_dir=(Path(env["XDG_RUNTIME_DIR"]) / "gflow"
+            config_dir=Path(_xdg(env, "XDG_CONFIG_HOME", home, ".config"), "gflow"),
+            data_dir=Path(_xdg(env, "XDG_DATA_HOME", home, ".local/share"), "gflow"),
+            state_dir=Path(_xdg(env, "XDG_STATE_HOME", home, ".local/state"), "gflow"),
+            runtime_dir=(Path(env["XDG_RUNTIME_DIR"], "gflow")
                          if os.path.isabs(env.get("XDG_RUNTIME_DIR") or "") else None),
         )
 
@@ -122,8 +196,10 @@ class Paths:
         return (self.runtime_dir or self.data_dir) / socket_name(port)
 
     def client_sockets(self, port: int) -> list[Path]:
-        """Where a client looks for the daemon on `port`: this account's, then the system's."""
-        return [self.daemon_socket(port), SYSTEM_RUNTIME_DIR / socket_name(port)]
+        """Where a client looks for the daemon on `port`: this account's, then the system's
+        (client_socket_paths gives the same as strings)."""
+        from pathlib import Path
+        return [self.daemon_socket(port), Path(_SYSTEM_RUNTIME, socket_name(port))]
 
     # --- state ---------------------------------------------------------------------------
     @property
