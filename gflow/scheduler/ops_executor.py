@@ -91,9 +91,9 @@ class ExecutorOps:
 
     def jobs_in_executor(self) -> list:
         handing, _ = self._executor_state()
-        return [j for j in self.jobs.values() if j.state == JobState.RUNNING or (
-            j.state in (JobState.QUEUED, JobState.HOLD)
-            and (j.executor_id is not None or j.id in handing))]
+        live = (self.jobs[i] for i in sorted(self.running | self.queued | self.held))
+        return [j for j in live if j.state == JobState.RUNNING
+                or j.executor_id is not None or j.id in handing]
 
     def _set_detail(self, job: Job, detail: Optional[str]) -> None:
         if job.reason_detail != detail:
