@@ -457,6 +457,7 @@ class SchedulerCore(AccessGuard, features.FeatureOps, JobOps, ReservationOps, Gp
 
     def on_launcher_connected(self) -> None:
         """A (re)started launcher: tell it every job that should have a live process."""
+        self.drop_other_executors_jobs()        # ops_executor.py: local <-> Slurm switch
         specs = (self.executor_adopt_specs() if self.external else
                  [self.launch_spec(self.jobs[i]) for i in sorted(self.running | self.draining)])
         self.launcher_outbox.append(("adopt", specs))

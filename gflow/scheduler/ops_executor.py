@@ -199,6 +199,25 @@ class ExecutorOps:
         elif (src, dst) == (JobState.RUNNING, JobState.QUEUED):
             job.executor_id = None                      # a retry is a new Slurm job
 
+    def drop_other_executors_jobs(self) -> None:
+        """Running jobs the other kind of executor started (gflowd was switched between
+        local and Slurm while they ran): this executor cannot follow them, so they end
+        as Failed, saying where they may still run."""
+        for jid in sorted(self.running):
+            job = self.jobs[jid]
+            if self.external and job.executor_id is None:
+                detail = ("was running on this machine when gflowd switched to Slurm; "
+                          "gflow no longer follows it (its processes may still run)")
+            elif not self.external and job.executor_id is not None:
+                detail = (f"was running in Slurm (job {job.executor_id}) when gflowd "
+                          f"switched to the local executor; gflow no longer follows it "
+                          f"(scancel {job.executor_id} if it still runs)")
+            else:
+                continue
+            self.transition(job, JobState.FAILED, detail=detail)
+            self.draining.discard(jid)          # no process of ours to wait for
+            self.cascade_from(job)
+
     def executor_adopt_specs(self) -> list:
         """On a (re)connected executor: every job it should know, with its Slurm id."""
         handing, _ = self._executor_state()

@@ -240,3 +240,27 @@ def kill_daemon(d: Daemon) -> None:
     for p in procs:
         p.kill()
     psutil.wait_procs(procs, timeout=10)
+
+
+def test_switching_to_slurm_under_a_running_local_job_says_what_happened(tmp_path):
+    home = tmp_path / "home-switch"
+    home.mkdir()
+    d = Daemon(home, fake_gpus="1")
+    try:
+        d.start()
+        local = submit(d, "sleep 60")
+        d.wait_state(local, ("Running",), timeout=30)
+        d.ok("gflowd", "down")
+        config = home / ".config" / "gflow"
+        config.mkdir(parents=True, exist_ok=True)
+        (config / "gflow.toml").write_text('[executor]\nkind = "slurm"\n')
+        d.start()
+        job = d.wait_state(local, FINAL, timeout=30)
+        assert job["state"] == "Failed", job
+        assert "switched to Slurm" in job["reason_detail"], job
+        # The new executor works: a job runs in Slurm.
+        after = submit(d, "echo in-slurm")
+        assert d.wait_state(after, FINAL, timeout=30)["state"] == "Finished"
+        assert d.job(after)["executor_id"]
+    finally:
+        d.stop()
