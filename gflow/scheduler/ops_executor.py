@@ -217,6 +217,16 @@ class ExecutorOps:
             self.transition(job, JobState.FAILED, detail=detail)
             self.draining.discard(jid)          # no process of ours to wait for
             self.cascade_from(job)
+        if not self.external:
+            # Waiting in Slurm: started here too it would run twice.
+            for jid in sorted(self.queued | self.held):
+                job = self.jobs[jid]
+                if job.executor_id is not None:
+                    self.transition(job, JobState.CANCELLED, detail=(
+                        f"was handed to Slurm (job {job.executor_id}) before gflowd "
+                        f"switched to the local executor (scancel {job.executor_id}; "
+                        "gjob redo to run it here)"))
+                    self.cascade_from(job)
 
     def executor_adopt_specs(self) -> list:
         """On a (re)connected executor: every job it should know, with its Slurm id."""
