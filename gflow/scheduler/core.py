@@ -95,6 +95,7 @@ class SchedulerCore(AccessGuard, features.FeatureOps, JobOps, ReservationOps, Gp
         self.launcher_outbox: list = []
         self._handing: dict = {}            # ops_executor.py (Slurm mode)
         self._refused: dict = {}
+        self._asked_at_handover: dict = {}
         self.events: list[dict] = []
         # Payloads are built only while someone listens: webhooks are configured or the
         # API has event streams open (it says so with the "event_streams" operation).

@@ -113,6 +113,7 @@ class ExecutorOps:
             return
         job.executor_id = key
         job.reason_detail = f"Slurm job {key}"
+        self._asked_at_handover[job_id] = _asked(job)
         self.save_job(job)                              # durable: a restart re-attaches
         self.pass_needed = True                         # its dependents can follow it now
         if job.state == JobState.HOLD:
@@ -168,7 +169,17 @@ class ExecutorOps:
         cancelled it in Slurm (scancel), perhaps before it ever ran. True if handled."""
         ended = info.get("state")
         detail = info.get("detail")
+        key = info.get("key")
+        if key is not None and key != job.executor_id:
+            return True         # an earlier Slurm job of this gflow job (pulled back)
         if job.state in (JobState.QUEUED, JobState.HOLD):
+            if ended is None:
+                # It ran, and ended before gflow saw it run (a record only scontrol
+                # still had): record the run, then its end as usual.
+                if job.state == JobState.HOLD:
+                    self.transition(job, JobState.QUEUED)
+                self.transition(job, JobState.RUNNING, at=min(end, self.clock()))
+                return False
             self.transition(job, JobState.CANCELLED, detail=detail or "ended in Slurm")
             self.cascade_from(job)
             return True
@@ -198,6 +209,37 @@ class ExecutorOps:
             self.launcher_outbox.append(("release", job.id))
         elif (src, dst) == (JobState.RUNNING, JobState.QUEUED):
             job.executor_id = None                      # a retry is a new Slurm job
+            self._pull_back_dependents(job)
+
+    # --- taking a job back from the executor -------------------------------------------
+
+    def pull_back_if_changed(self, job: Job) -> None:
+        """After `gjob update`: a job waiting in Slurm whose command or resources changed
+        is cancelled there and handed over again with what it asks now."""
+        asked = self._asked_at_handover.get(job.id)
+        if (self.external and job.executor_id is not None
+                and job.state in (JobState.QUEUED, JobState.HOLD)
+                and asked is not None and asked != _asked(job)):
+            self._pull_back(job)
+
+    def _pull_back(self, job: Job) -> None:
+        self.launcher_outbox.append(("cancel", job.id))
+        job.executor_id = None
+        self._asked_at_handover.pop(job.id, None)
+        self._refused.pop(job.id, None)
+        self.save_job(job)
+        self._pull_back_dependents(job)
+        self.pass_needed = True
+
+    def _pull_back_dependents(self, parent: Job) -> None:
+        """Dependents waiting in Slurm on a Slurm job that will never succeed now (the
+        parent is retried or handed over again under a new id): Slurm would cancel
+        them (--kill-on-invalid-dep), so take them back; they follow the new id."""
+        for child_id in sorted(self.dependents.get(parent.id, ())):
+            child = self.jobs.get(child_id)
+            if child is not None and child.executor_id is not None and \
+                    child.state in (JobState.QUEUED, JobState.HOLD):
+                self._pull_back(child)
 
     def drop_other_executors_jobs(self) -> None:
         """Running jobs the other kind of executor started (gflowd was switched between

@@ -280,6 +280,9 @@ class JobOps:
         if "command" in present and "script" not in present and job.script is None \
                 and decoded.command is None:
             return error(400, "A job needs a `script` or a `command`.")
+        if self.external and (decoded.gpu_memory_limit_mb or decoded.is_shared) and (
+                "gpu_memory_limit_mb" in present or "gpu_sharing_mode" in present):
+            return self.executor_refusal([decoded])          # ops_executor.py
         updated = []
         for key in self.UPDATE_FIELDS:
             if key not in present:
@@ -294,6 +297,7 @@ class JobOps:
             else:
                 setattr(job, key, getattr(decoded, key))
             updated.append(key)
+        self.pull_back_if_changed(job)       # Slurm mode: hand it over again (ops_executor)
         self.save_job(job)
         self.pass_needed = True
         self.emit("job_updated", job)

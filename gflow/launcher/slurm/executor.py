@@ -38,6 +38,7 @@ class Tracked:
     state: str = ""                     # the last Slurm state seen
     reason: str = ""
     started: bool = False
+    waiting: bool = False               # in to_submit: sbatch not run yet
     reported: Optional[dict] = None
     stopping: bool = False              # gflow ordered a stop: kill after the grace
     kill_at: Optional[float] = None
@@ -161,7 +162,9 @@ class SlurmExecutor:
             if tracked is not None and tracked.key is not None:
                 self.send(("submitted", spec["id"], tracked.key))   # repeated order
                 continue
-            self.jobs[spec["id"]] = Tracked(spec=spec)
+            if tracked is not None and tracked.waiting:
+                continue                    # already waiting for sbatch: once is enough
+            self.jobs[spec["id"]] = Tracked(spec=spec, waiting=True)
             # The tasks of one array handed over together become one Slurm array.
             gid = spec.get("group_id") if spec.get("max_concurrent") else None
             groups.setdefault(gid or f"job-{spec['id']}", []).append(spec)
@@ -199,15 +202,19 @@ class SlurmExecutor:
             for spec in group:
                 self._refuse(spec["id"], str(exc))
             return
-        for spec in group:
-            self._prepare_log(spec["id"], account)
-        argvs = []
+        argvs, buildable = [], []
         for spec in group:
             try:
                 argvs.append(self.build_argv(spec))
+                buildable.append(spec)
             except Exception as exc:       # a missing sweep parameter, say
                 self._refuse(spec["id"], f"could not start: {exc}")
-                return
+        group = buildable                  # the others of an array still go
+        if not group:
+            return
+        first = group[0]
+        for spec in group:
+            self._prepare_log(spec["id"], account)
         env = submit.environment(runas.job_environment(
             self.build_env(first, self.base_env), account))
         argv = submit.sbatch_argv(group, self.cfg, instance=self.instance,
@@ -234,7 +241,7 @@ class SlurmExecutor:
     def _submitted(self, job_id: int, key: str) -> None:
         tracked = self.jobs.get(job_id)
         if tracked is not None:
-            tracked.key = key
+            tracked.key, tracked.waiting = key, False
         self.send(("submitted", job_id, key))
 
     def _refuse(self, job_id: int, detail: str) -> None:
@@ -273,7 +280,7 @@ class SlurmExecutor:
                 tracked = self.jobs[spec["id"]] = Tracked(spec=spec)
             tracked.key = tracked.key or spec.get("executor_id")
             tracked.stopping = tracked.stopping or bool(spec.get("stopping"))
-            if tracked.key is None:
+            if tracked.key is None and not tracked.waiting:
                 # Never handed over (the daemon stopped first): hand it over now.
                 del self.jobs[spec["id"]]
                 self._submit_all([spec])
@@ -436,7 +443,8 @@ class SlurmExecutor:
         if job.state in parse.FINAL:
             self._report(job_id, tracked, parse.outcome(job))
             return
-        if job.state == "PENDING" and job.reason != tracked.reason:
+        if job.state == "PENDING" and job.reason != tracked.reason \
+                and job.reason not in ("", "None"):
             waiting[job_id] = job.reason
         tracked.state, tracked.reason = job.state, job.reason
         if tracked.kill_at is not None and self.clock() >= tracked.kill_at:
@@ -447,6 +455,7 @@ class SlurmExecutor:
     def _report(self, job_id: int, tracked: Tracked, info: dict) -> None:
         if tracked.stopping and info.get("state") == "Cancelled":
             info = dict(info, state=None, detail=None)   # the stop gflow ordered
+        info = dict(info, key=tracked.key)    # which Slurm job of this gflow job ended
         tracked.reported = info
         log.info("job %d (Slurm %s) ended: %s", job_id, tracked.key,
                  " ".join(f"{k}={v}" for k, v in info.items() if v is not None))
