@@ -305,13 +305,23 @@ class Client:
             raise NotGflowd(f"{self.address} answered with HTML: is it gflowd?")
         if want_raw:
             return status, raw
-        parsed: Any = raw.decode("utf-8", "replace")
         if "json" in ctype and raw:
+            # json.loads(raw) decodes the bytes to text first; done here, the bytes can go
+            # before the parse (issue 21: a listing of 100k jobs is 75 MB of each)
+            text = None
+            if json.detect_encoding(raw) == "utf-8":
+                try:
+                    text = raw.decode("utf-8", "surrogatepass")
+                except UnicodeDecodeError:
+                    pass
+                else:
+                    raw = None
             try:
-                parsed = json.loads(raw)
+                return status, json.loads(raw if text is None else text)
             except ValueError:
-                pass
-        return status, parsed
+                if raw is None:
+                    raw = text.encode("utf-8", "surrogatepass")
+        return status, raw.decode("utf-8", "replace")
 
     def call(self, method: str, path: str, body: Any = None,
              query: Optional[dict] = None, ok=(200, 201)) -> Any:

@@ -168,6 +168,9 @@ def filter_jobs(jobs: list[dict], args) -> list[dict]:
 def sort_jobs(jobs: list[dict], field: str) -> list[dict]:
     key = field.lower()
     if key == "id":
+        ids = [j.get("id", 0) for j in jobs]
+        if ids == sorted(ids):          # the daemon lists by id: no key call per job
+            return list(jobs)
         return sorted(jobs, key=lambda j: j.get("id", 0))
     if key == "state":
         return sorted(jobs, key=lambda j: STATE_ORDER.index(j.get("state", "Queued")))
@@ -221,21 +224,88 @@ def _cell_text(job: dict, column: str, now: float) -> str:
 
 def render_table(jobs: list, columns: list[str], colour: bool, now: float,
                  prefixes: Optional[list[str]] = None) -> str:
-    """Rows of jobs; with `prefixes` (tree mode) a job may be a `("see", id)` reference."""
-    rows = [list(columns)]
-    tree = prefixes is not None and bool(columns) and columns[0] == "JOBID"
-    for n, job in enumerate(jobs):
-        if isinstance(job, tuple):  # a "see job N" reference row of the tree
-            row = ["-"] * len(columns)
-            if tree:
-                row[0] = f"{prefixes[n]}→ see job {job[1]}"
-            rows.append(row)
-            continue
-        row = [cell(job, c, colour, now) for c in columns]
-        if tree:
-            row[0] = prefixes[n] + row[0]
-        rows.append(row)
-    return render.table(rows)
+    """Rows of jobs; with `prefixes` (tree mode) a job may be a `("see", id)` reference.
+
+    Built a column at a time (issue 21: 100k jobs): the cells are those of cell().
+    """
+    if not columns:
+        return render.table([[] for _ in range(len(jobs) + 1)])
+    refs = prefixes is not None and any(isinstance(j, tuple) for j in jobs)
+    real = [j for j in jobs if not isinstance(j, tuple)] if refs else jobs
+    cols = []
+    for column in columns:
+        values = column_cells(real, column, colour, now)
+        if refs:  # a "see job N" reference row of the tree: `-` in every column
+            cells = iter(values)
+            values = ["-" if isinstance(j, tuple) else next(cells) for j in jobs]
+        cols.append(values)
+    if prefixes is not None and columns[0] == "JOBID":
+        cols[0] = [f"{p}→ see job {j[1]}" if isinstance(j, tuple) else p + v
+                   for p, j, v in zip(prefixes, jobs, cols[0])]
+    return render.table_columns([[name] + values for name, values in zip(columns, cols)])
+
+
+def column_cells(jobs: list[dict], column: str, colour: bool, now: float) -> list[str]:
+    """[cell(job, column, colour, now) for job in jobs], without a call per cell."""
+    if column == "ST":
+        return _state_cells(jobs, colour)
+    if column == "JOBID":
+        values = [str(j.get("id", "")) for j in jobs]
+    elif column == "NAME":
+        values = [j.get("run_name") or "-" for j in jobs]
+    elif column == "TIME":
+        hms, runtime = render.hms, render.runtime
+        values = [hms(runtime(j, now)) if j.get("started_at") else "-" for j in jobs]
+    elif column == "NODES":
+        values = [str(j.get("gpus", 0)) for j in jobs]
+    elif column == "NODELIST(REASON)":
+        values = _nodelist_cells(jobs)
+    elif column == "USER":
+        values = [j.get("submitted_by", "") for j in jobs]
+    elif column == "PROJECT":
+        values = [j.get("project") or "-" for j in jobs]
+    else:
+        values = [_cell_text(j, column, now) for j in jobs]
+    return _safe_cells(values)
+
+
+def _safe_cells(values: list) -> list[str]:
+    """[render.safe(v) for v in values]; one C-level check when none needs escaping."""
+    try:
+        if "".join(values).isprintable():
+            return values
+    except TypeError:                    # a value that is not text: safe() makes it one
+        pass
+    safe = render.safe
+    return [safe(v) for v in values]
+
+
+def _state_cells(jobs: list[dict], colour: bool) -> list[str]:
+    """cell(job, "ST", ...) of each job: each distinct state is styled once."""
+    states = [j.get("state", "Queued") for j in jobs]
+    try:
+        distinct = set(states)
+    except TypeError:                    # an unhashable state (not from our daemon)
+        distinct = None
+    if distinct is None or not all(type(s) is str for s in distinct):
+        return [cell(j, "ST", colour, 0.0) for j in jobs]
+    styled = {s: render.styled_state(render.safe(s), colour) for s in distinct}
+    out = [styled[s] for s in states]
+    if "Running" in styled:             # gjob suspend: stopped, still holding its GPUs
+        for n, state in enumerate(states):
+            if state == "Running" and jobs[n].get("suspended_at"):
+                out[n] = "S"
+    return out
+
+
+def _nodelist_cells(jobs: list[dict]) -> list[str]:
+    """render.nodelist_cell of each job, a queued job's usual reason worked out in line."""
+    nodelist = render.nodelist_cell
+    return [("(Dependency)" if j.get("depends_on_ids") or j.get("depends_on") is not None
+             else "(Resources)")
+            if j.get("state", "Queued") == "Queued" and j.get("reason") is None
+            and j.get("pending_reason") not in ("BeginTime", "Quota")
+            else nodelist(j) for j in jobs]
 
 
 def tree_order(jobs: list[dict]) -> tuple[list, list[str]]:
@@ -444,6 +514,38 @@ def output(jobs: list[dict], args, colour: bool, fmt: Optional[str] = None,
     return header + render_table(jobs, columns, colour, now)
 
 
+def listing(client, query: Query, args, colour: bool) -> str:
+    """What one run prints (the jobs are fetched, filtered and rendered).
+
+    The garbage collector is off meanwhile (issue 21): a listing of 100k jobs is 3M
+    objects, none of them garbage, and each pass of the collector walks the survivors
+    (a third of the time). They are freed by their counts when _listing returns, before
+    the collector is back, so it finds its counters about as it left them.
+    """
+    import gc
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _listing(client, query, args, colour)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _listing(client, query: Query, args, colour: bool) -> str:
+    if args.start:              # Slurm's squeue --start (gqueue_start.py)
+        from gflow.cli import gqueue_start
+        return gqueue_start.table(client, query.filter(query.fetch(client)), colour)
+    jobs = query.filter(query.fetch(client))
+    if "FAIRSHARE" in args.format.split(","):
+        from gflow.cli.gjob_more import fair_shares
+        shares = fair_shares(client) or {}
+        for j in jobs:
+            row = shares.get(j.get("submitted_by"))
+            j["_fairshare"] = f"{row['factor']:.3f}" if row else "1.000"
+    return output(jobs, args, colour, query.output)
+
+
 @guarded
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
@@ -462,18 +564,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     colour = render.use_colour()
     interval = 2 if args.interval is None else args.interval
     while True:
-        if args.start:              # Slurm's squeue --start (gqueue_start.py)
-            from gflow.cli import gqueue_start
-            text = gqueue_start.table(client, query.filter(query.fetch(client)), colour)
-        else:
-            jobs = query.filter(query.fetch(client))
-            if "FAIRSHARE" in args.format.split(","):
-                from gflow.cli.gjob_more import fair_shares
-                shares = fair_shares(client) or {}
-                for j in jobs:
-                    row = shares.get(j.get("submitted_by"))
-                    j["_fairshare"] = f"{row['factor']:.3f}" if row else "1.000"
-            text = output(jobs, args, colour, query.output)
+        text = listing(client, query, args, colour)
         if not args.watch:
             sys.stdout.write(text + "\n")
             return 0
