@@ -316,6 +316,10 @@ class Ours(Daemon):
     def __init__(self, bin_dir: Path, workdir: Path):
         super().__init__(bin_dir, workdir)
         self.env["GFLOW_FAKE_GPUS"] = "4"
+        # 0.4.13's model: every job runs as the daemon's account and `submitted_by` is a
+        # label. Without it a daemon run by root refuses jobs of USER=bench, which has no
+        # account on the machine.
+        self.env["GFLOW_RUN_AS"] = "daemon"
 
     def state_files(self) -> list[Path]:
         return [self.data_dir / "state.msgpack", self.data_dir / "state.wal"]
@@ -328,21 +332,35 @@ class Ours(Daemon):
             return []
         return [pid] if pid else []
 
+    # `gflowd up` stops waiting after its own 30 s (gflow/cli/gflowd.py START_TIMEOUT_SECS)
+    # while the daemon it started goes on loading; with ~1M jobs that takes longer.
+    UP_GAVE_UP = "did not become healthy within"
+    up_timeout = 600.0                  # how long the harness itself waits for /health
+
+    def up(self) -> None:
+        """gflowd up, then GET /health until 200. When `gflowd up` gives up waiting,
+        keep waiting (counted in up_gave_up); any other failure of it is an error."""
+        res = self.cli("gflowd", "up", check=False, timeout=self.up_timeout)
+        if res.returncode != 0:
+            if self.UP_GAVE_UP not in (res.stderr + res.stdout):
+                raise BenchError(f"ours: gflowd up -> rc {res.returncode}: "
+                                 f"{(res.stderr or res.stdout).strip()[-300:]}")
+            self.up_gave_up = getattr(self, "up_gave_up", 0) + 1
+        self.wait_healthy(self.up_timeout)
+
     def start(self) -> None:
-        self.cli("gflowd", "up")
-        self.wait_healthy()
+        self.up()
 
     def stop(self) -> None:
         self.close_http()
         try:
-            self.cli("gflowd", "down", check=False, timeout=120)
+            self.cli("gflowd", "down", check=False, timeout=300)
         except subprocess.TimeoutExpired:
             pass
 
     def restart(self) -> None:
         self.stop()
-        self.cli("gflowd", "up")
-        self.wait_healthy()
+        self.up()
 
 
 class Theirs(Daemon):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .daemons import BenchError, Ours, Theirs
 from .report import Row, format_table, summary
+from .scaling import DEFAULT_TIMEOUT, format_scaling_table, ours_failed, parse_sizes, run_scaling
 from .scenarios import SCENARIOS, Context
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,11 +54,25 @@ def build_parser() -> argparse.ArgumentParser:
                         "else .venv/bin)")
     p.add_argument("--runs", type=int, metavar="N",
                    help="runs per scenario for chain20, burst100 and storm (default 3; "
-                        "burst100 on 0.4.13: 1)")
+                        "burst100 on 0.4.13: 1); with --scale, repeats of GET /jobs, "
+                        "gqueue and restart at each size (default 3, 1 above 100k)")
     p.add_argument("--storm-seconds", type=float, metavar="S",
                    help="length of one storm run (default 3, --quick 1)")
     p.add_argument("--scale-sizes", metavar="N,N",
                    help="job counts for scale (default 10000,100000; --quick 10000)")
+    p.add_argument("--scale", metavar="SIZES",
+                   help="scaling run: for each size (comma list, k/m suffixes, e.g. "
+                        "1k,10k,100k,1m) and each side, a fresh daemon filled with that "
+                        "many queued jobs: submit rate, PSS, restart, GET /jobs, gqueue "
+                        "-a -u all, state size. Alone it runs only this; with --only also "
+                        "those scenarios")
+    p.add_argument("--scale-timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
+                   help="--scale: give up on one side at one size after S seconds of "
+                        "filling and measuring, recorded as a failure "
+                        "(default %(default)g)")
+    p.add_argument("--plot", type=Path, metavar="PATH",
+                   help="--scale: draw the results to this PNG (needs matplotlib: "
+                        "pip install -e '.[bench]')")
     p.add_argument("--python-loadgen", action="store_true",
                    help="use the Python load generator even when a C compiler exists")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
@@ -73,7 +88,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown scenario {', '.join(unknown)} (choose from "
                      f"{', '.join(SCENARIOS)})")
-    args.only = names or list(SCENARIOS)
+    if args.scale is not None:
+        try:
+            args.scale = parse_sizes(args.scale)
+        except ValueError as exc:
+            parser.error(f"--scale: {exc}")
+    if args.plot is not None and not args.scale:
+        parser.error("--plot draws the --scale run: give --scale SIZES too")
+    if args.scale_timeout <= 0:
+        parser.error("--scale-timeout must be positive")
+    # --scale alone runs only the scaling run; --only adds scenarios to it.
+    args.only = names or ([] if args.scale else list(SCENARIOS))
     if args.scale_sizes:
         try:
             args.scale_sizes = [int(x) for x in args.scale_sizes.split(",") if x.strip()]
@@ -91,6 +116,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def preflight(args) -> str | None:
     """One-line reason why the run cannot start, or None."""
+    if getattr(args, "plot", None):
+        import importlib.util           # find_spec does not import matplotlib itself
+        if importlib.util.find_spec("matplotlib") is None:
+            return ("--plot needs matplotlib: .venv/bin/pip install -e '.[bench]' "
+                    "(or pip install matplotlib)")
     if args.side in ("both", "theirs"):
         if not (args.theirs_bin / "gflowd").exists():
             return (f"gflow 0.4.13 not found: no gflowd in {args.theirs_bin} (make it with: "
@@ -208,6 +238,10 @@ def run(args, out=sys.stdout) -> int:
                         notes.append(note)
                 rows.append(Row(spec, (got["ours"] or {}).get("value"),
                                 (got["theirs"] or {}).get("value"), "; ".join(notes)))
+        if args.scale:
+            raw["scaling"] = run_scaling(ctx, sides, args.scale, reps=args.runs,
+                                         timeout=args.scale_timeout)
+            errors += ours_failed(raw["scaling"])
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -219,14 +253,28 @@ def run(args, out=sys.stdout) -> int:
                     "target": r.spec.target.describe(r.spec.unit), "met": r.met,
                     "note": r.note} for r in rows]
     raw["errors"] = errors
-    print(format_table(rows, markdown=args.markdown), file=out)
-    print("", file=out)
-    print(summary(rows), file=out)
+    if args.only:
+        print(format_table(rows, markdown=args.markdown), file=out)
+        print("", file=out)
+        print(summary(rows), file=out)
+    if args.scale:
+        if args.only:
+            print("", file=out)
+        print(format_scaling_table(raw["scaling"], markdown=args.markdown), file=out)
+        print("", file=out)
     print(f"machine: {describe_machine(info)}; took {info['seconds']:.0f} s", file=out)
     for err in errors:
         print(f"error: {err}", file=out)
     if args.json:
         args.json.write_text(json.dumps(raw, indent=1, default=str) + "\n")
+    if args.plot:
+        from .plot import plot_scaling      # matplotlib: only when a plot is asked for
+        try:
+            plot_scaling(raw["scaling"], args.plot, subtitle=describe_machine(info))
+            print(f"plot: {args.plot}", file=out)
+        except (RuntimeError, OSError) as exc:
+            print(f"error: --plot: {exc}", file=out)
+            errors.append(f"plot: {exc}")
     return 1 if errors else 0
 
 

@@ -219,46 +219,80 @@ def curl_get(d: Daemon, path: str) -> tuple[float, int]:
     return elapsed, len(payload)
 
 
+SCALE_BATCH = 1000                      # jobs per POST /jobs/batch
+
+
+def size_label(n: int) -> str:
+    """10000 -> "10k", 1000000 -> "1m", 2500 -> "2500"."""
+    if n >= 1_000_000 and n % 1_000_000 == 0:
+        return f"{n // 1_000_000}m"
+    if n >= 1000 and n % 1000 == 0:
+        return f"{n // 1000}k"
+    return str(n)
+
+
+def scale_batch() -> bytes:
+    return json.dumps([job_body("true", gpus=64) for _ in range(SCALE_BATCH)]).encode()
+
+
+def scale_step(d: Daemon, have: int, size: int, reps: int, batch: bytes | None = None
+               ) -> tuple[dict, int]:
+    """Fill d from `have` up to `size` queued jobs (1000 a batch) and measure it at that
+    size: submit rate, GET /jobs, gqueue -a -u all, daemon PSS, restart, state file.
+    Returns ({metric: ...} without a size tag, the number of jobs now in d). Shared by
+    the scale scenario and the --scale run (benchmarks/scaling.py)."""
+    batch = batch or scale_batch()
+    out = {}
+    before = have
+    step = max(SCALE_BATCH, (size - before) // 10)
+    progress = []                       # (jobs in the daemon, seconds) every tenth
+    t0 = time.perf_counter()
+    while have < size:
+        status, payload = d.request("POST", "/jobs/batch", raw=batch)
+        if status != 201:
+            raise BenchError(f"{d.side}: POST /jobs/batch -> {status} {payload[:200]!r} "
+                             f"(after {have} jobs)")
+        have += SCALE_BATCH
+        if (have - before) % step < SCALE_BATCH:
+            progress.append((have, round(time.perf_counter() - t0, 3)))
+    elapsed = time.perf_counter() - t0
+    d.close_http()
+    out["submit"] = metric([], value=(have - before) / elapsed, seconds=elapsed,
+                           jobs=have - before, progress=progress,
+                           note="POST /jobs/batch, 1000 jobs a batch, one keep-alive client; "
+                                "queued GPU jobs that never start")
+    gets = [curl_get(d, "/jobs") for _ in range(reps + 1)][1:]
+    out["GET /jobs"] = metric([g[0] for g in gets], body_bytes=gets[0][1])
+    gq = [run_cli_timed(d, "gqueue", "-a", "-u", "all") for _ in range(reps)]
+    out["gqueue -a -u all"] = metric([g[0] for g in gq],
+                                     client_peak_rss_kb=max(g[1] for g in gq))
+    pss, counted = d.pss_mb()
+    out["daemon PSS"] = metric([pss], processes=counted,
+                               note="sum of PSS of every process of the daemon, after the "
+                                    "reads above")
+    before = getattr(d, "up_gave_up", 0)       # ours: see daemons.Ours.up
+    restarts = [timed(d.restart) for _ in range(reps)]
+    gave_up = getattr(d, "up_gave_up", 0) - before
+    remark = (f"`gflowd up` itself gave up (rc 1 after its 30 s wait) in {gave_up} of "
+              f"{reps} restarts while the daemon went on loading; the time is until "
+              "GET /health answered 200") if gave_up else ""
+    out["restart"] = metric(restarts, note=RESTART_NOTE + (f"; {remark}" if remark else ""),
+                            up_gave_up=gave_up, remark=remark)
+    out["state file"] = metric([d.state_bytes() / 1e6],
+                               files=[str(p.name) for p in d.state_files()], note=STATE_NOTE)
+    return out, have
+
+
 def scale(ctx: Context, make) -> dict:
     sizes = ctx.scale_sizes or ([10_000] if ctx.quick else [10_000, 100_000])
     reps = 1 if ctx.quick else 3
-    batch = json.dumps([job_body("true", gpus=64) for _ in range(1000)]).encode()
+    batch = scale_batch()
     out = {}
     with make(ctx) as d:
         have = 0
         for size in sizes:
-            tag = f"{size // 1000}k"
-            before = have
-            t0 = time.perf_counter()
-            while have < size:
-                status, payload = d.request("POST", "/jobs/batch", raw=batch)
-                if status != 201:
-                    raise BenchError(f"{d.side}: POST /jobs/batch -> {status} {payload[:200]!r}")
-                have += 1000
-            elapsed = time.perf_counter() - t0
-            d.close_http()
-            out[f"{tag} submit"] = metric([], value=(have - before) / elapsed,
-                                          seconds=elapsed, jobs=have - before,
-                                          note="POST /jobs/batch, 1000 jobs a batch, one "
-                                               "keep-alive client; queued GPU jobs that never "
-                                               "start")
-            gets = [curl_get(d, "/jobs") for _ in range(reps + 1)][1:]
-            out[f"{tag} GET /jobs"] = metric([g[0] for g in gets],
-                                             body_bytes=gets[0][1])
-            gq = [run_cli_timed(d, "gqueue", "-a", "-u", "all") for _ in range(reps)]
-            out[f"{tag} gqueue -a -u all"] = metric([g[0] for g in gq],
-                                                    client_peak_rss_kb=max(g[1] for g in gq))
-            pss, counted = d.pss_mb()
-            out[f"{tag} daemon PSS"] = metric([pss], processes=counted,
-                                              note="sum of PSS of every process of the "
-                                                   "daemon, after the reads above")
-            restarts = []
-            for _ in range(reps):
-                restarts.append(timed(d.restart))
-            out[f"{tag} restart"] = metric(restarts, note=RESTART_NOTE)
-            out[f"{tag} state file"] = metric([d.state_bytes() / 1e6],
-                                              files=[str(p.name) for p in d.state_files()],
-                                              note=STATE_NOTE)
+            got, have = scale_step(d, have, size, reps, batch)
+            out.update({f"{size_label(size)} {name}": m for name, m in got.items()})
     return out
 
 
