@@ -17,7 +17,7 @@ from typing import Optional
 import psutil
 
 from gflow.ipc import HubClient
-from gflow.launcher import attempts, cgroup, diagnose, runas, safefs, strays, suspend
+from gflow.launcher import attempts, cgroup, diagnose, runas, safefs, strays, suspend, zygote
 from gflow.launcher.notify_socket import bind_notify_socket, notify_address
 from gflow.workerproc import (WorkerContext, hold_worker_lock, setup_worker, signal_ready,
                               stop_event_on)
@@ -125,6 +125,8 @@ class Launcher:
         self.lock = threading.RLock()
         self.channel: Optional[HubClient] = None
         self.base_env = dict(os.environ)
+        # Monitors are forked by a pre-imported zygote (zygote.py), else started by Popen.
+        self.forks = zygote.ForkServer() if zygote.ENABLED else None
 
     # --- commands from the scheduler ----------------------------------------------
 
@@ -185,12 +187,16 @@ class Launcher:
                 "cgroup_base": self.cgroup_base, "pids_max": cgroup.PIDS_MAX,
                 "attempt": attempts.attempt_of(spec), **files}
             safefs.write_json_atomic(files["spec_path"], monitor_spec)
-            tracked.popen = subprocess.Popen(
-                [sys.executable, "-m", "gflow.launcher.monitor", files["spec_path"]],
-                start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, close_fds=True)
-            tracked.monitor_pid = tracked.popen.pid
-            log.debug("job %d launched monitor_pid=%d", job_id, tracked.monitor_pid)
+            child = self.forks.spawn(files["spec_path"]) if self.forks else zygote.NOT_SENT
+            if child is zygote.NOT_SENT:
+                child = subprocess.Popen(
+                    [sys.executable, "-m", "gflow.launcher.monitor", files["spec_path"]],
+                    start_new_session=True, stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True)
+            if child is not zygote.UNKNOWN:     # (else its pid file tells, as on adoption)
+                tracked.popen, tracked.monitor_pid = child, child.pid
+                tracked.monitor_start = getattr(child, "start", None)
+            log.debug("job %d launched monitor_pid=%s", job_id, tracked.monitor_pid)
         except safefs.UnsafeFile as exc:
             log.error("job %d refused: %s", job_id, exc)
             self.report(job_id, {"exit_code": None, "detail": str(exc),
@@ -368,6 +374,8 @@ class Launcher:
         tracked = self.jobs.get(job_id)
         if tracked is None or tracked.reported:
             return
+        if getattr(tracked.popen, "orphaned", False):
+            tracked.popen = None   # its zygote died: watched by pid from now on, as adopted
         if tracked.job_pid is None:
             self._load_pidfile(job_id, tracked)
         if tracked.pending_signal and tracked.job_pid is not None:
@@ -475,6 +483,8 @@ class Launcher:
             self.check(job_id)
         if self.exiting:
             self.exiting = [p for p in self.exiting if p.poll() is None]
+        if self.forks is not None:
+            self.forks.maintain()
 
     def report(self, job_id: int, info: dict) -> None:
         tracked = self.jobs.get(job_id)
@@ -513,6 +523,8 @@ class Launcher:
     def close(self) -> None:
         if self.channel is not None:
             self.channel.close()
+        if self.forks is not None:
+            self.forks.close()
         log.info("launcher stopped; running jobs continue under their monitors")
 
     # --- the notification socket ----------------------------------------------------
@@ -562,6 +574,8 @@ def open_local(ctx: WorkerContext) -> "Launcher":
     log.info("memory limits: %s", f"cgroup v2 under {cgroup_base}" if cgroup_base
              else "sampled every [launcher] memory_poll_secs (no usable cgroup v2)")
     launcher = Launcher(paths, ctx.config, address, cgroup_base=cgroup_base)
+    if launcher.forks is not None:
+        launcher.forks.start()          # ready (imported) before the first job
     threading.Thread(target=launcher.serve_notifications, args=(sock,), daemon=True,
                      name="notify").start()
     return launcher
