@@ -21,6 +21,19 @@ from gflow.client import Client, ConnectionFailed
 from gflow.errors import ConfigError, ParseError
 
 START_TIMEOUT_SECS = 30.0
+# A large state takes longer to load (1M jobs, 670 MB: ~70 s on a loaded 2-core VM):
+# `gflowd up` waits this much longer per byte of state before it gives up.
+LOAD_SECS_PER_BYTE = 1 / 5e6
+
+
+def start_timeout(p) -> float:
+    size = 0
+    for path in (p.state_file, p.wal_file, p.legacy_state_file):
+        try:
+            size += os.path.getsize(path)
+        except OSError:
+            pass
+    return START_TIMEOUT_SECS + size * LOAD_SECS_PER_BYTE
 RELOAD_TIMEOUT_SECS = 120.0
 STOP_TIMEOUT_SECS = 60.0
 
@@ -250,7 +263,8 @@ def cmd_up(args) -> int:
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
                             start_new_session=True, close_fds=True, cwd="/")
     os.close(log_fd)
-    deadline = time.monotonic() + START_TIMEOUT_SECS
+    timeout = start_timeout(p)
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             # Two `gflowd up` at once: the other one took the lock; say whose daemon runs
@@ -279,7 +293,7 @@ def cmd_up(args) -> int:
                       "authentication)", file=sys.stderr)
             return 0
         time.sleep(0.05)
-    raise CommandError(f"gflowd did not become healthy within {START_TIMEOUT_SECS:.0f}s; "
+    raise CommandError(f"gflowd did not become healthy within {timeout:.0f}s; "
                        f"see {p.daemon_log}")
 
 
@@ -356,26 +370,58 @@ def run_foreground(args, config, overrides) -> int:
                     level_for=lambda c: log_level(args, c))
     master.overrides = overrides
     try:
-        return master.run()
+        code = master.run()
     except StartupError as exc:
         logging.getLogger("gflow.master").error("%s", exc)
         print(f"gflowd: error: {exc}", file=sys.stderr)
         return 1
+    # Stopped: the workers are joined, the lock released and the sockets closed. Exit
+    # now rather than after the interpreter's teardown (tens of milliseconds that
+    # `gflowd down`, which waits for this process to end, would wait too).
+    import atexit
+    atexit._run_exitfuncs()     # what registered for exit still runs (coverage, say)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def wait_gone(pid: int, timeout: float) -> bool:
+    """True once the master has exited (or released its lock) within `timeout`. Woken by
+    the exit itself (a pidfd becomes readable when the process ends), not by polling;
+    the lock is still looked at every 50 ms in case the process lingers after it."""
+    import select
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            pass
-        if running_pid(paths().lock_file) is None:
-            return True
-        time.sleep(0.05)
-    return False
+    lock_file = paths().lock_file
+    try:
+        pidfd: Optional[int] = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    except (AttributeError, OSError):    # no pidfd_open (Linux < 5.3): poll only
+        pidfd = None
+    try:
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                pass
+            if running_pid(lock_file) is None:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if pidfd is None:
+                time.sleep(min(0.05, remaining))
+            elif select.select([pidfd], [], [], min(0.05, remaining))[0]:
+                return True
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
 
 
 def cmd_down(args) -> int:
@@ -383,6 +429,11 @@ def cmd_down(args) -> int:
     if pid is None:
         print("gflowd is not running.")
         return 0
+    if pid <= 0:
+        # The lock is held but names no pid yet (a daemon starting this instant):
+        # never kill(-1), which would signal every process of this account.
+        raise CommandError("gflowd is starting (its lock file names no pid yet): "
+                           "run `gflowd down` again in a moment")
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -448,6 +499,9 @@ def cmd_reload(args) -> int:
     pid = running_pid(p.lock_file)
     if pid is None:
         raise CommandError("gflowd is not running; start it with `gflowd up`")
+    if pid <= 0:                        # never kill(-1): see cmd_down
+        raise CommandError("gflowd is starting (its lock file names no pid yet): "
+                           "run `gflowd reload` again in a moment")
     overrides = overrides_from(args)
     if overrides:
         path = p.data_dir / "reload-overrides.json"

@@ -333,7 +333,7 @@ class Master:
             while True:
                 sentinels = [w.process.sentinel for w in self.workers.values()
                              if w.process is not None]
-                ready = wait(sentinels + [rfd], timeout=1.0)
+                ready = wait(sentinels + [rfd], timeout=self.wake_in())
                 if rfd in ready:
                     try:
                         os.read(rfd, 512)
@@ -350,6 +350,13 @@ class Master:
                 self.check_log()
         finally:
             self.lock.release()
+
+    def wake_in(self) -> float:
+        """How long the loop may sleep: until a worker is due to be restarted (its
+        backoff ends), at most LOG_CHECK_SECS; signals and worker exits wake it anyway."""
+        now = time.monotonic()
+        due = [w.restart_at - now for w in self.workers.values() if w.restart_at is not None]
+        return max(0.0, min(due + [LOG_CHECK_SECS]))
 
     def check_log(self, now: Optional[float] = None) -> None:
         """Rotate the daemon log once it passed [logging] max_bytes (at most once a
@@ -399,9 +406,7 @@ class Master:
         proc = worker.process
         if proc is None:
             return
-        worker.stopping = True
-        if proc.is_alive():
-            proc.terminate()
+        self.terminate_worker(worker)
         proc.join(timeout)
         if proc.is_alive():
             log.error("%s worker did not stop in %.0fs: killing it", worker.name, timeout)
@@ -412,9 +417,21 @@ class Master:
             worker.ready.close()
             worker.ready = None
 
+    def terminate_worker(self, worker: Worker) -> None:
+        """Ask a worker to stop (SIGTERM, once); stop_worker waits for it."""
+        proc = worker.process
+        if proc is None or worker.stopping:
+            return
+        worker.stopping = True
+        if proc.is_alive():
+            proc.terminate()
+
     def stop(self, code: int = 0) -> int:
-        # API first (no new requests), then the launcher (jobs keep running under their
-        # monitors), the scheduler last so its final commit and snapshot see everything.
+        # The API (no new requests; it finishes those it has, which the scheduler still
+        # answers) and the launcher (jobs keep running under their monitors) stop side
+        # by side; the scheduler last, so its final commit sees everything.
+        for name in ("api", "launcher"):
+            self.terminate_worker(self.workers[name])
         for name in ("api", "launcher", "scheduler"):
             self.stop_worker(self.workers[name])
         if self.listener is not None:

@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from gflow.errors import StoreError
 
 # Store.fault's hook, bound: check_fault(op, path) raises the OSError a test injects.
 FaultCheck = Callable[[str, Path], None]
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside: decoding or encoding 100k jobs allocates
+    millions of objects and no cycles, and the collections those allocations trigger
+    (each older generation walking every object made so far) cost as much as the work."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def pwrite_all(fd: int, data: bytes, offset: int) -> None:

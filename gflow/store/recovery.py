@@ -21,9 +21,9 @@ import msgpack
 from gflow.errors import StoreError
 from gflow.store.fileio import FaultCheck, copy_aside
 from gflow.store.snapshot import (
-    LEGACY_NAME, RUST_RECOVERY_ID, SNAPSHOT_NAME, STATE_VERSION, BadContent, StoreState,
-    migrate, next_reservation_id, parse_state, salvage_max_id, sorted_reservations,
-    state_path_for, unpack,
+    LEGACY_NAME, RUST_RECOVERY_ID, SNAPSHOT_NAME, STATE_VERSION, SUM_NAME, BadContent,
+    StoreState, migrate, next_reservation_id, own_snapshot, parse_state, salvage_max_id,
+    sorted_reservations, state_path_for, unpack,
 )
 
 JOURNAL_NAME = "state.journal.jsonl"
@@ -52,9 +52,10 @@ def load_state_file(data_dir: Path) -> tuple[StoreState, int]:
                      f"{path}: {e.strerror or e}" + _RECOVERY_SUFFIX)
         return st, 0
     obj: Any = None
+    trusted = path is snapshot_path and own_snapshot(data, _read_sum(data_dir / SUM_NAME))
     try:
         obj = decode(data)
-        version, st = parse_state(obj)
+        version, st = parse_state(obj, trusted=trusted)
     except (BadContent, ValueError, TypeError, RecursionError, msgpack.UnpackException):
         st = StoreState(mode="journal")
         st.state_backup = copy_aside(path, "corrupt")
@@ -74,6 +75,14 @@ def load_state_file(data_dir: Path) -> tuple[StoreState, int]:
     else:
         migrate(version, st)
     return st, 0
+
+
+def _read_sum(path: Path) -> Optional[bytes]:
+    try:
+        with open(path, "rb") as f:
+            return f.read(64)
+    except OSError:
+        return None
 
 
 def journal_applies(data_dir: Path) -> bool:

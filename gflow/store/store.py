@@ -11,15 +11,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable, Optional
 
 from gflow.errors import StoreError
 from gflow.store import recovery
-from gflow.store.fileio import atomic_write
+from gflow.store.fileio import atomic_write, gc_paused
 from gflow.store.recovery import JOURNAL_NAME, encode_journal
 from gflow.store.snapshot import (
-    LEGACY_NAME, SNAPSHOT_NAME, StoreState, encode_snapshot, next_reservation_id,
+    LEGACY_NAME, SNAPSHOT_NAME, SUM_NAME, StoreState, encode_snapshot, next_reservation_id,
+    snapshot_sum,
 )
 from gflow.store.wal import WAL_NAME, WriteAheadLog
 
@@ -39,6 +41,7 @@ class Store:
         # "wal", "wal-truncate", "snapshot", "journal", "journal-truncate", "journal-probe".
         self.fault: Optional[Callable[[str, Path], Optional[BaseException]]] = None
         self.mode = "normal"
+        self.journal_merged = False
         self._wal = WriteAheadLog(self.wal_path, fsync=fsync, check_fault=self._check_fault)
 
     # The WAL holds the one copy of the flag, so that setting store.fsync reaches it too.
@@ -68,6 +71,11 @@ class Store:
         return self.data_dir / JOURNAL_NAME
 
     @property
+    def pending(self) -> bool:
+        """True when records are buffered that the next commit() makes durable."""
+        return self._wal.pending
+
+    @property
     def wal_bytes(self) -> int:
         """Committed WAL size: the caller snapshots when it grows past its threshold."""
         return self._wal.size
@@ -84,10 +92,14 @@ class Store:
         self._ensure_dir()
         self._wal.close()
         notes: list[str] = []
-        st, salvaged = recovery.load_state_file(self.data_dir)
-        if recovery.journal_applies(self.data_dir):
-            recovery.merge_journal(self.data_dir, st, notes)
-        self._wal.replay(st, notes)
+        with gc_paused():
+            st, salvaged = recovery.load_state_file(self.data_dir)
+            if recovery.journal_applies(self.data_dir):
+                recovery.merge_journal(self.data_dir, st, notes)
+            # A merged journal is folded into state.msgpack (and emptied) by the next
+            # snapshot, which the scheduler writes at once; a replayed WAL needs none.
+            self.journal_merged = st.needs_snapshot
+            self._wal.replay(st, notes)
         # Ids are never reused: above every job seen anywhere, never 0.4.13's 2e9.
         st.next_job_id = max([st.next_job_id, salvaged + 1] + [i + 1 for i in st.jobs])
         st.next_reservation_id = next_reservation_id(st)
@@ -144,13 +156,35 @@ class Store:
             atomic_write(self.journal_path, encode_journal(state, self.data_dir), "journal",
                          fsync=self.fsync, check_fault=self._check_fault)
         else:
-            atomic_write(self.snapshot_path, encode_snapshot(state, self.data_dir),
-                         "snapshot", fsync=self.fsync, check_fault=self._check_fault)
+            with gc_paused():
+                data = encode_snapshot(state, self.data_dir)
+            atomic_write(self.snapshot_path, data, "snapshot", fsync=self.fsync,
+                         check_fault=self._check_fault)
+            self._write_sum(data)
             # The journal goes before the WAL: if we die in between, the WAL still holds
             # every change since the journal was written, so replay repairs the merge.
             recovery.truncate_journal(self.journal_path, fsync=self.fsync,
                                       check_fault=self._check_fault)
         self._wal.truncate()
+
+    def _write_sum(self, data: bytes) -> None:
+        """Record which state.msgpack we just wrote (snapshot.own_snapshot), so that the next
+        load need not check its jobs again. Best effort and never fsynced: a missing or
+        stale sum only sends the next load down the checked path."""
+        path = self.data_dir / SUM_NAME
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, snapshot_sum(data))
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError:
+            try:
+                os.unlink(path)         # never a sum that might describe another file
+            except OSError:
+                pass
 
     def close(self) -> None:
         """Release the WAL file; records not yet committed are dropped (never acknowledged)."""

@@ -31,7 +31,8 @@ import msgpack
 from gflow.errors import StoreError
 from gflow.store.fileio import FaultCheck, fsync_dir, pwrite_all
 from gflow.store.snapshot import (
-    BadContent, StoreState, as_uint, normalize_job, normalize_reservation, unpack,
+    FULL_JOB_KEYS, BadContent, StoreState, as_uint, normalize_job, normalize_reservation,
+    trusted_job, unpack,
 )
 
 WAL_NAME = "state.wal"
@@ -73,7 +74,12 @@ def apply_record(st: StoreState, rec: Any) -> None:
         raise BadContent("record is not a map")
     op = rec.get("op")
     if op == "job":
-        job = normalize_job(rec.get("job"))
+        # A CRC-valid record is one we wrote: a full record (models.job_to_wire(...,
+        # with_env=True)) is taken as it is, anything else is checked and normalised.
+        raw = rec.get("job")
+        job = trusted_job(raw, FULL_JOB_KEYS) if type(raw) is dict else None
+        if job is None:
+            job = normalize_job(raw)
         st.jobs[job["id"]] = job
     elif op == "reservation":
         res = normalize_reservation(rec.get("reservation"))
