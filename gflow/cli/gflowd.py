@@ -28,7 +28,13 @@ LOAD_SECS_PER_BYTE = 1 / 5e6
 
 def start_timeout(p) -> float:
     size = 0
-    for path in (p.state_file, p.wal_file, p.legacy_state_file):
+    wal = os.path.basename(p.wal_file)
+    try:      # the WAL's segments too (state.wal.<n>, left by a background snapshot)
+        segments = [os.path.join(p.data_dir, n) for n in os.listdir(p.data_dir)
+                    if n.startswith(wal + ".") and n[len(wal) + 1:].isdigit()]
+    except OSError:
+        segments = []
+    for path in (p.state_file, p.wal_file, p.legacy_state_file, *segments):
         try:
             size += os.path.getsize(path)
         except OSError:

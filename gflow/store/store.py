@@ -5,9 +5,21 @@
 #   state.msgpack.tmp      temp file of the atomic snapshot write
 #   state.json             legacy snapshot; read when state.msgpack is absent, never written
 #   state.wal              our write-ahead log: every record since the last snapshot
+#   state.wal.<n>          older WAL segments: what state.wal held when a background
+#                          snapshot began; dropped once a snapshot holds them (see below)
 #   state.journal.jsonl    0.4.13's recovery journal (one JSON line, kind "snapshot")
 # snapshot.py owns the first three, wal.py the WAL, recovery.py the journal and the
 # copies aside; this class decides which of them a load or a write touches.
+#
+# Background snapshots (snapshot_in_background): state.wal is renamed to the next
+# segment and a forked child (background.py) writes state.msgpack from its copy of the
+# memory, while new records go to a fresh state.wal. On disk there is always the last
+# complete state.msgpack plus every segment and state.wal, which load replays in order:
+# so a kill at any moment (of the child or of the scheduler) loses nothing, and a
+# replay of segments a newer state.msgpack already holds changes nothing (every record
+# is an upsert and the last record of each key in them is what the snapshot holds).
+# Only once the child exited 0 are the segments it covered deleted; a synchronous
+# snapshot kills a running child first, so two writers never race on state.msgpack.
 
 from __future__ import annotations
 
@@ -16,14 +28,16 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from gflow.errors import StoreError
-from gflow.store import recovery
-from gflow.store.fileio import atomic_write, gc_paused
+from gflow.store import background, recovery
+from gflow.store.fileio import atomic_write, fsync_dir, gc_paused
 from gflow.store.recovery import JOURNAL_NAME, encode_journal
 from gflow.store.snapshot import (
     LEGACY_NAME, SNAPSHOT_NAME, SUM_NAME, StoreState, encode_snapshot, next_reservation_id,
     snapshot_sum,
 )
-from gflow.store.wal import WAL_NAME, WriteAheadLog
+from gflow.store.wal import (
+    WAL_NAME, WriteAheadLog, list_segments, replay_file, segment_path,
+)
 
 
 class Store:
@@ -43,6 +57,8 @@ class Store:
         self.mode = "normal"
         self.journal_merged = False
         self._wal = WriteAheadLog(self.wal_path, fsync=fsync, check_fault=self._check_fault)
+        self._segments: dict[int, int] = {}    # older WAL segments on disk: number -> bytes
+        self._child: Optional[background.Child] = None
 
     # The WAL holds the one copy of the flag, so that setting store.fsync reaches it too.
     @property
@@ -77,8 +93,9 @@ class Store:
 
     @property
     def wal_bytes(self) -> int:
-        """Committed WAL size: the caller snapshots when it grows past its threshold."""
-        return self._wal.size
+        """Committed WAL size, older segments included: the caller snapshots when it grows
+        past its threshold (0: state.msgpack alone holds everything)."""
+        return self._wal.size + sum(self._segments.values())
 
     # --- load ---
 
@@ -90,7 +107,7 @@ class Store:
         cannot be written) with 0.4.13's detail text, and the file is left untouched.
         """
         self._ensure_dir()
-        self._wal.close()
+        self.close()
         notes: list[str] = []
         with gc_paused():
             st, salvaged = recovery.load_state_file(self.data_dir)
@@ -99,6 +116,10 @@ class Store:
             # A merged journal is folded into state.msgpack (and emptied) by the next
             # snapshot, which the scheduler writes at once; a replayed WAL needs none.
             self.journal_merged = st.needs_snapshot
+            self._segments = {}
+            for number in list_segments(self.data_dir):
+                path = segment_path(self.data_dir, number)
+                self._segments[number], _ = replay_file(path, st, notes, fsync=self.fsync)
             self._wal.replay(st, notes)
         # Ids are never reused: above every job seen anywhere, never 0.4.13's 2e9.
         st.next_job_id = max([st.next_job_id, salvaged + 1] + [i + 1 for i in st.jobs])
@@ -152,6 +173,7 @@ class Store:
         """
         if self.mode == "read_only":
             raise StoreError(f"state is read-only: {self.journal_path} cannot be written")
+        self.stop_background()
         if self.mode == "journal":
             atomic_write(self.journal_path, encode_journal(state, self.data_dir), "journal",
                          fsync=self.fsync, check_fault=self._check_fault)
@@ -165,7 +187,93 @@ class Store:
             # every change since the journal was written, so replay repairs the merge.
             recovery.truncate_journal(self.journal_path, fsync=self.fsync,
                                       check_fault=self._check_fault)
+        # Segments go before state.wal is emptied: a segment replayed over this snapshot
+        # without the newer records of state.wal after it would bring back older values.
+        self._drop_segments(list(self._segments))
         self._wal.truncate()
+
+    # --- background snapshots (see the top of this module) ---
+
+    def snapshot_in_background(self, make_state: Callable[[], StoreState]) -> bool:
+        """Start writing state.msgpack from `make_state()`, called in a forked child.
+
+        False (nothing started) unless the mode is normal, no record awaits its commit
+        (the child's copy must hold nothing that is not durable) and no child runs;
+        StoreError when state.wal cannot be renamed. Then poll_background() after each
+        batch until it reports the end."""
+        if self.mode != "normal" or self._wal.pending or self._child is not None:
+            return False
+        size = self._wal.size
+        if size:
+            number = max(self._segments, default=0) + 1
+            self._wal.rotate(segment_path(self.data_dir, number))
+            self._segments[number] = size
+        covered = sorted(self._segments)
+        if not covered:
+            return False                # nothing that state.msgpack lacks
+        try:
+            pid = background.start(lambda: self._write_in_child(make_state))
+        except OSError as e:
+            # The segment stays: the next snapshot (in the background or not) covers it.
+            raise StoreError(f"cannot start the snapshot writer: {e.strerror or e}") from e
+        self._child = background.Child(pid, covered)
+        return True
+
+    def _write_in_child(self, make_state: Callable[[], StoreState]) -> None:
+        data = encode_snapshot(make_state(), self.data_dir)
+        atomic_write(self.snapshot_path, data, "snapshot", fsync=self.fsync,
+                     check_fault=self._check_fault)
+        self._write_sum(data)
+
+    @property
+    def background_pid(self) -> Optional[int]:
+        """The pid of the snapshot writer while one runs (not yet seen to end)."""
+        return self._child.pid if self._child is not None else None
+
+    def poll_background(self) -> Optional[str]:
+        """Never blocks. None while no writer ended since the last call (or none runs);
+        "" when one succeeded (the segments it covered are deleted); else why it failed
+        (its segments stay, so the next snapshot covers them)."""
+        child = self._child
+        if child is None:
+            return None
+        why = background.poll(child.pid)
+        if why is None:
+            return None
+        self._child = None
+        if why:
+            return why
+        try:
+            # As after a synchronous snapshot: a merged journal is emptied (normally it
+            # is empty already: the scheduler folds one in at once, synchronously).
+            recovery.truncate_journal(self.journal_path, fsync=self.fsync,
+                                      check_fault=self._check_fault)
+            self._drop_segments(child.segments)
+        except StoreError as e:
+            return str(e)
+        return ""
+
+    def stop_background(self) -> None:
+        """Kill a running writer and wait for it; its segments stay (nothing is lost)."""
+        child, self._child = self._child, None
+        if child is not None:
+            background.stop(child.pid)
+
+    def _drop_segments(self, numbers: list[int]) -> None:
+        """Delete older WAL segments that state.msgpack now holds (fsynced: see snapshot)."""
+        if not numbers:
+            return
+        try:
+            for number in numbers:
+                try:
+                    os.unlink(segment_path(self.data_dir, number))
+                except FileNotFoundError:
+                    pass
+                self._segments.pop(number, None)
+            if self.fsync:
+                fsync_dir(self.data_dir)
+        except OSError as e:
+            raise StoreError(f"cannot delete {WAL_NAME} segments: {e.strerror or e}") from e
 
     def _write_sum(self, data: bytes) -> None:
         """Record which state.msgpack we just wrote (snapshot.own_snapshot), so that the next
@@ -187,5 +295,7 @@ class Store:
                 pass
 
     def close(self) -> None:
-        """Release the WAL file; records not yet committed are dropped (never acknowledged)."""
+        """Release the WAL file; records not yet committed are dropped (never acknowledged).
+        A running snapshot writer is stopped (its segments stay on disk)."""
+        self.stop_background()
         self._wal.close()

@@ -16,10 +16,15 @@
 # mid-append) or fails its CRC; replay() cuts the file there at once and reports it in
 # the notes that become StoreState.replay_note. Nothing here logs: the caller decides
 # what to say.
+#
+# Segments: a background snapshot (store.py) first renames state.wal to `state.wal.<n>`
+# (rotate), so that its records stay on disk until the snapshot holds them. Load replays
+# every segment in ascending number, then state.wal; each file is framed the same way.
 
 from __future__ import annotations
 
 import os
+import re
 import struct
 import time
 import zlib
@@ -36,6 +41,7 @@ from gflow.store.snapshot import (
 )
 
 WAL_NAME = "state.wal"
+_SEGMENT_RE = re.compile(r"^state\.wal\.(\d+)$")
 
 _FRAME = struct.Struct("<II")
 _OPS = ("job", "reservation", "meta")
@@ -105,6 +111,71 @@ def apply_record(st: StoreState, rec: Any) -> None:
         raise BadContent(f"unknown op {op!r}")
 
 
+def segment_path(data_dir: Path, number: int) -> Path:
+    """An older WAL file, `state.wal.<n>`: what state.wal held when a background snapshot
+    began (store.py). Load replays the segments in ascending order, then state.wal."""
+    return data_dir / f"{WAL_NAME}.{number}"
+
+
+def list_segments(data_dir: Path) -> list[int]:
+    """The numbers of the older WAL files in `data_dir`, ascending (replay order)."""
+    try:
+        names = os.listdir(data_dir)
+    except OSError:
+        return []
+    return sorted(int(m.group(1)) for m in map(_SEGMENT_RE.match, names) if m)
+
+
+def replay_file(path: Path, st: StoreState, notes: list[str], *,
+                fsync: bool) -> tuple[int, bool]:
+    """Apply every intact record of one WAL file to `st` and cut a torn or damaged tail
+    off it; (length of its valid prefix, False when that cut failed)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        data = b""
+    except OSError as e:
+        raise StoreError(f"cannot read {path}: {e.strerror or e}") from e
+    records, good, why = read_frames(data)
+    for rec in records:
+        try:
+            apply_record(st, rec)
+        except BadContent as e:
+            # A CRC-valid record we cannot apply is a bug, not a crash: skip it only.
+            notes.append(f"{path.name}: skipped a record ({e})")
+    st.wal_records += len(records)
+    if records:
+        st.needs_snapshot = True
+    if why is None:
+        return good, True
+    lost = len(data) - good
+    if why in ("CRC mismatch", "undecodable frame"):
+        # A complete but damaged frame may have good frames after it: keep them.
+        aside = path.with_name(f"{path.name}.corrupt.{int(time.time())}")
+        try:
+            aside.write_bytes(data[good:])
+            os.chmod(aside, 0o600)
+        except OSError:
+            pass
+        notes.append(f"{path.name}: {why} at offset {good}; replay stopped after "
+                     f"{len(records)} records, {lost} bytes discarded (kept in "
+                     f"{aside.name})")
+    else:
+        notes.append(f"{path.name}: {why} at offset {good} (crash mid-append); "
+                     f"{lost} bytes discarded after {len(records)} records")
+    try:
+        os.truncate(path, good)
+        if fsync:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    except OSError:
+        return good, False
+    return good, True
+
+
 class WriteAheadLog:
     """One data dir's state.wal: the records buffered for the next commit, the committed
     size, and the open file descriptor. Single writer: the Store that owns it."""
@@ -128,49 +199,25 @@ class WriteAheadLog:
 
     def replay(self, st: StoreState, notes: list[str]) -> None:
         """Apply every intact record to `st`, then cut a torn or damaged tail off the file."""
+        self.size, cut = replay_file(self.path, st, notes, fsync=self.fsync)
+        if not cut:
+            self._tail_suspect = True  # the next commit cuts it instead
+
+    def rotate(self, dest: Path) -> None:
+        """Rename the file to `dest` (an older segment: see segment_path); the next
+        commit starts a fresh file. Buffered records stay buffered, for that file.
+
+        No fsync of the directory here: the first commit to the fresh file fsyncs it
+        (a new file), which makes the rename durable before any newer record is."""
+        self._close_fd()
         try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            data = b""
+            if self._tail_suspect:
+                os.truncate(self.path, self.size)      # never carry bytes past `size`
+            os.rename(self.path, dest)
         except OSError as e:
-            raise StoreError(f"cannot read {self.path}: {e.strerror or e}") from e
-        records, good, why = read_frames(data)
-        for rec in records:
-            try:
-                apply_record(st, rec)
-            except BadContent as e:
-                # A CRC-valid record we cannot apply is a bug, not a crash: skip it only.
-                notes.append(f"{WAL_NAME}: skipped a record ({e})")
-        st.wal_records = len(records)
-        if records:
-            st.needs_snapshot = True
-        self.size = good
-        if why is not None:
-            lost = len(data) - good
-            if why in ("CRC mismatch", "undecodable frame"):
-                # A complete but damaged frame may have good frames after it: keep them.
-                aside = self.path.with_name(f"{WAL_NAME}.corrupt.{int(time.time())}")
-                try:
-                    aside.write_bytes(data[good:])
-                    os.chmod(aside, 0o600)
-                except OSError:
-                    pass
-                notes.append(f"{WAL_NAME}: {why} at offset {good}; replay stopped after "
-                             f"{len(records)} records, {lost} bytes discarded (kept in "
-                             f"{aside.name})")
-            else:
-                notes.append(f"{WAL_NAME}: {why} at offset {good} (crash mid-append); "
-                             f"{lost} bytes discarded after {len(records)} records")
-            try:
-                os.truncate(self.path, good)
-                if self.fsync:
-                    fd = os.open(self.path, os.O_RDONLY)
-                    try:
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
-            except OSError:
-                self._tail_suspect = True  # the next commit cuts it instead
+            raise StoreError(f"cannot rename {self.path}: {e.strerror or e}") from e
+        self.size = 0
+        self._tail_suspect = False
 
     def append(self, record: dict) -> None:
         """Buffer one record; it is durable only after commit() returns."""
