@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from gflow.record import FrozenRecord
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs import time; annotations are strings here
     from pathlib import Path
@@ -77,15 +79,13 @@ def client_socket_paths(port: int, env: Optional[Mapping[str, str]] = None) -> l
     return [_clean(os.path.join(base, "gflow", name)), f"{_SYSTEM_RUNTIME}/{name}"]
 
 
-class Paths:
+class Paths(FrozenRecord):
     """Every file of one gflow installation; all derived from HOME and the XDG variables.
 
-    Immutable, compared and hashed by its four directories: what `@dataclass(frozen=True)`
-    gave, written out because importing dataclasses (inspect, ast, ...) cost every client
-    command ~6 ms before its first request.
+    Immutable, compared and hashed by its four directories (record.FrozenRecord).
     """
 
-    __match_args__ = ("config_dir", "data_dir", "state_dir", "runtime_dir")
+    __match_args__ = _field_names = ("config_dir", "data_dir", "state_dir", "runtime_dir")
 
     config_dir: Path
     data_dir: Path
@@ -94,33 +94,8 @@ class Paths:
 
     def __init__(self, config_dir: Path, data_dir: Path, state_dir: Path,
                  runtime_dir: Optional[Path] = None) -> None:
-        set_ = object.__setattr__
-        set_(self, "config_dir", config_dir)
-        set_(self, "data_dir", data_dir)
-        set_(self, "state_dir", state_dir)
-        set_(self, "runtime_dir", runtime_dir)
-
-    def _fields(self) -> tuple:
-        return (self.config_dir, self.data_dir, self.state_dir, self.runtime_dir)
-
-    def __setattr__(self, name: str, value) -> None:
-        raise AttributeError(f"cannot assign to field '{name}'")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"cannot delete field '{name}'")
-
-    def __eq__(self, other) -> bool:
-        if other.__class__ is self.__class__:
-            return self._fields() == other._fields()
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(self._fields())
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__qualname__}(config_dir={self.config_dir!r}, "
-                f"data_dir={self.data_dir!r}, state_dir={self.state_dir!r}, "
-                f"runtime_dir={self.runtime_dir!r})")
+        self._init(config_dir=config_dir, data_dir=data_dir, state_dir=state_dir,
+                   runtime_dir=runtime_dir)
 
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> "Paths":

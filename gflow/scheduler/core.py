@@ -400,13 +400,7 @@ class SchedulerCore(AccessGuard, features.FeatureOps, JobOps, ReservationOps, Gp
         self.after_pass(decision, full)         # begin-time wake-up, waiting reasons
         if full:
             self.protecting = decision.protecting
-        for job_id, parent in decision.cancels:
-            job = self.jobs[job_id]
-            if job.state == JobState.QUEUED:
-                self.transition(job, JobState.CANCELLED, reason={"DependencyFailed": parent},
-                                detail="dependency " + policy.never_reason(
-                                    self._candidate(job), parent))
-                self.cascade_from(job)
+        self.cancel_for_dependencies(decision.cancels)
         for job_id, (_code, detail) in decision.waiting.items():
             job = self.jobs[job_id]
             if job.reason_detail != detail:
@@ -418,6 +412,17 @@ class SchedulerCore(AccessGuard, features.FeatureOps, JobOps, ReservationOps, Gp
             self.transition(job, JobState.RUNNING)
             self.launcher_outbox.append(("start", self.launch_spec(job)))
         return decision
+
+    def cancel_for_dependencies(self, cancels: list) -> None:
+        """The pass's (job id, failed parent) pairs: queued jobs whose dependency can
+        never be met, cancelled with the parent named, and their dependents after them."""
+        for job_id, parent in cancels:
+            job = self.jobs[job_id]
+            if job.state == JobState.QUEUED:
+                self.transition(job, JobState.CANCELLED, reason={"DependencyFailed": parent},
+                                detail="dependency " + policy.never_reason(
+                                    self._candidate(job), parent))
+                self.cascade_from(job)
 
     def launch_spec(self, job: Job) -> dict:
         return {

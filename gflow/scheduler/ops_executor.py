@@ -68,13 +68,7 @@ class ExecutorOps:
             job = self.jobs[job_id]
             self._set_pending_reason(job, code if code in ("BeginTime", "Quota") else None)
             self._set_detail(job, detail)
-        for job_id, parent in plan.cancels:
-            job = self.jobs[job_id]
-            if job.state == JobState.QUEUED:
-                self.transition(job, JobState.CANCELLED, reason={"DependencyFailed": parent},
-                                detail="dependency " + policy.never_reason(
-                                    self._candidate(job), parent))
-                self.cascade_from(job)
+        self.cancel_for_dependencies(plan.cancels)             # core.py
         specs = []
         for job_id, deps in plan.submits:
             job = self.jobs[job_id]
