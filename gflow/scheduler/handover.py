@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from gflow.scheduler.policy import (INF, Candidate, Occupant, _Quotas, dependency_status,
-                                    dependency_verdict, never_reason, order_key)
+from gflow.scheduler.policy import (Candidate, Occupant, _Quotas, dependency_status,
+                                    dependency_verdict, held_back, order_key)
 
 # A parent in one of these states is still to run (or running) in the executor: a
 # dependent can be handed over with the executor's own dependency on it.
@@ -55,16 +55,7 @@ def plan(inp: HandoverInput) -> Handover:
               else _Quotas(inp.quotas, inp.occupants))
     for c in sorted(inp.candidates, key=order_key):
         status, parent = dependency_status(c, inp.dep_states)
-        if status == "never":
-            if c.auto_cancel:
-                out.cancels.append((c.id, parent))
-            else:
-                out.waiting[c.id] = ("WaitingForDependency",
-                                     f"dependency can never be met: {never_reason(c, parent)}")
-            continue
-        if c.begin_at is not None and c.begin_at > inp.now:
-            out.waiting[c.id] = ("BeginTime", f"starts at {c.begin_text}")
-            out.wake_at = min(out.wake_at or INF, c.begin_at)
+        if held_back(c, status, parent, inp.now, out):       # policy.py, as locally
             continue
         deps, blocking = ({"conds": [], "any": False}, None) if status == "ok" \
             else _mapped(c, inp)

@@ -281,6 +281,24 @@ class _Ledger:
         return text
 
 
+def held_back(c: Candidate, status: str, parent: Optional[int], now: float, out) -> bool:
+    """The gates of every pass, local or hand-over: a dependency that can never be met
+    (cancel, or wait where auto-cancel is off) and a begin time still ahead. True if `c`
+    stops here, recorded in `out` (its `cancels`, `waiting` and `wake_at`)."""
+    if status == "never":
+        if c.auto_cancel:
+            out.cancels.append((c.id, parent))
+        else:
+            out.waiting[c.id] = ("WaitingForDependency",
+                                 f"dependency can never be met: {never_reason(c, parent)}")
+        return True
+    if c.begin_at is not None and c.begin_at > now:
+        out.waiting[c.id] = ("BeginTime", f"starts at {c.begin_text}")
+        out.wake_at = min(out.wake_at or INF, c.begin_at)
+        return True
+    return False
+
+
 def _n_gpus(n: int) -> str:
     return f"{n} GPU" if n == 1 else f"{n} GPUs"
 
@@ -394,17 +412,7 @@ def plan(inp: PolicyInput) -> Decision:
     protect_memory = False
     for c in ordered:
         status, parent = dependency_status(c, inp.dep_states)
-        if status == "never":
-            if c.auto_cancel:
-                decision.cancels.append((c.id, parent))
-            else:
-                decision.waiting[c.id] = (
-                    "WaitingForDependency",
-                    f"dependency can never be met: {never_reason(c, parent)}")
-            continue
-        if c.begin_at is not None and c.begin_at > inp.now:
-            decision.waiting[c.id] = ("BeginTime", f"starts at {c.begin_text}")
-            decision.wake_at = min(decision.wake_at or INF, c.begin_at)
+        if held_back(c, status, parent, inp.now, decision):
             continue
         if status == "wait":
             decision.waiting[c.id] = ("WaitingForDependency", f"waiting for job {parent}")
