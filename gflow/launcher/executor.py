@@ -33,6 +33,7 @@ KINDS = ("local", "slurm")
 
 class Executor(Protocol):
     channel: Any                          # the launcher's HubClient, set after creation
+    description: str                      # one line for gflowd.log at start
 
     def on_message(self, msg) -> None:    # a command (on the channel's thread)
         ...
@@ -40,7 +41,7 @@ class Executor(Protocol):
     def run_once(self) -> None:           # carry out what is due; report what happened
         ...
 
-    def wait(self, timeout: float) -> None:   # until the next run_once
+    def wait(self, timeout: float, stop) -> None:   # until the next run_once (or stop)
         ...
 
     def close(self) -> None:
@@ -60,7 +61,3 @@ def open_executor(ctx, local_factory) -> Executor:
     if kind != "local":
         raise ValueError(f"unknown executor kind {kind!r} (known: {', '.join(KINDS)})")
     return local_factory(ctx)
-
-
-def describe(executor, kind: str) -> str:
-    return getattr(executor, "description", None) or f"executor: {kind}"

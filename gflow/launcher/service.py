@@ -586,12 +586,12 @@ def main(ctx: WorkerContext, ready=None) -> None:
     stop = stop_event_on()
     # One launcher at a time (a replacement waits here for its predecessor to exit).
     hold_worker_lock(ctx.paths.data_dir / "launcher.lock")
-    from gflow.launcher.executor import describe, open_executor
+    from gflow.launcher.executor import open_executor
     executor = open_executor(ctx, open_local)     # the executor seam (executor.py)
-    log.info("%s", describe(executor, ctx.config.executor.kind))
+    log.info("%s", executor.description)
     executor.channel = HubClient(ctx.address, ctx.authkey, "launcher", executor.on_message)
     signal_ready(ready)
     while not stop.is_set():
         executor.run_once()
-        executor.wait(min(POLL_SECS, 0.5), stop)
+        executor.wait(POLL_SECS, stop)
     executor.close()

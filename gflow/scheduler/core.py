@@ -93,7 +93,10 @@ class SchedulerCore(AccessGuard, features.FeatureOps, JobOps, ReservationOps, Gp
         self._gpus_available: set[int] = set()
         # Effects of the batch being handled; flushed by the worker after commit.
         self.launcher_outbox: list = []
-        self._handing: dict = {}            # ops_executor.py (Slurm mode)
+        # Slurm mode (ops_executor.py): jobs sent to the executor and not yet acknowledged
+        # (id -> spec), jobs it refused (id -> (what was asked, why not)), and what each
+        # handed-over job asked (a gjob update that changes it hands it over again).
+        self._handing: dict = {}
         self._refused: dict = {}
         self._asked_at_handover: dict = {}
         self.events: list[dict] = []

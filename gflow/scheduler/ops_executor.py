@@ -20,11 +20,6 @@ class ExecutorOps:
     def external(self) -> bool:
         return self.config.executor.kind != "local"
 
-    def _executor_state(self) -> tuple[dict, dict]:
-        # (jobs sent to the executor and not yet acknowledged: id -> spec,
-        #  jobs it refused: id -> (what was asked, why not)); both set up by the core.
-        return self._handing, self._refused
-
     # --- admission -------------------------------------------------------------------
 
     def executor_refusal(self, jobs: list):
@@ -39,7 +34,7 @@ class ExecutorOps:
     # --- the hand-over pass ----------------------------------------------------------
 
     def handover_pass(self) -> policy.Decision:
-        handing, refused = self._executor_state()
+        handing, refused = self._handing, self._refused
         self.update_reservations()
         self.pass_needed = False
         self.new_since_pass = set()
@@ -84,7 +79,7 @@ class ExecutorOps:
         return decision
 
     def jobs_in_executor(self) -> list:
-        handing, _ = self._executor_state()
+        handing = self._handing
         live = (self.jobs[i] for i in sorted(self.running | self.queued | self.held))
         return [j for j in live if j.state == JobState.RUNNING
                 or j.executor_id is not None or j.id in handing]
@@ -97,7 +92,7 @@ class ExecutorOps:
     # --- what the executor reports ---------------------------------------------------
 
     def on_submitted(self, job_id: int, key: str) -> None:
-        handing, _ = self._executor_state()
+        handing = self._handing
         handing.pop(job_id, None)
         job = self.jobs.get(job_id)
         if job is None or job.state in FINAL_STATES:
@@ -119,7 +114,7 @@ class ExecutorOps:
             return
         if job.executor_id is None and isinstance(info.get("key"), str):
             job.executor_id = info["key"]
-            self._executor_state()[0].pop(job_id, None)
+            self._handing.pop(job_id, None)
         if job.state == JobState.HOLD:
             # Slurm started it before the hold reached it: it runs.
             self.transition(job, JobState.QUEUED)
@@ -131,7 +126,7 @@ class ExecutorOps:
         job.reason_detail = None
 
     def on_refused(self, job_id: int, detail: str) -> None:
-        handing, refused = self._executor_state()
+        handing, refused = self._handing, self._refused
         handing.pop(job_id, None)
         job = self.jobs.get(job_id)
         if job is None or job.state != JobState.QUEUED:
@@ -192,7 +187,7 @@ class ExecutorOps:
         before the job is journalled)."""
         if not self.external:
             return
-        handing, _ = self._executor_state()
+        handing = self._handing
         in_executor = job.executor_id is not None or job.id in handing
         if src in (JobState.QUEUED, JobState.HOLD) and dst in FINAL_STATES and in_executor:
             handing.pop(job.id, None)
@@ -266,7 +261,7 @@ class ExecutorOps:
 
     def executor_adopt_specs(self) -> list:
         """On a (re)connected executor: every job it should know, with its Slurm id."""
-        handing, _ = self._executor_state()
+        handing = self._handing
         specs = []
         for job in self.jobs_in_executor():
             spec = handing.get(job.id) or dict(self.launch_spec(job))

@@ -35,8 +35,7 @@ class SlurmDown(Exception):
 class Tracked:
     spec: dict
     key: Optional[str] = None           # Slurm's id ("123" or "120_4"); None: not yet
-    state: str = ""                     # the last Slurm state seen
-    reason: str = ""
+    reason: str = ""                    # the last waiting reason reported
     started: bool = False
     waiting: bool = False               # in to_submit: sbatch not run yet
     reported: Optional[dict] = None
@@ -85,7 +84,6 @@ class SlurmExecutor:
         self.jobs: dict[int, Tracked] = {}
         self.inbox: deque = deque()
         self.wakeup = threading.Event()
-        self.lock = threading.RLock()
         self.channel = None
         self.base_env = dict(os.environ)
         self.to_submit: list[list[dict]] = []      # groups waiting for the controller
@@ -109,20 +107,19 @@ class SlurmExecutor:
     # --- the loop ----------------------------------------------------------------------
 
     def run_once(self) -> None:
-        with self.lock:
-            submits: list[dict] = []
-            while self.inbox:
-                msg = self.inbox.popleft()
-                if msg[0] in ("start", "submit"):
-                    submits.extend([msg[1]] if msg[0] == "start" else msg[1])
-                else:
-                    if submits:
-                        self._submit_all(submits)
-                        submits = []
-                    self._handle(msg)
-            if submits:
-                self._submit_all(submits)
-            self._poll()
+        submits: list[dict] = []
+        while self.inbox:             # a deque: the channel thread appends, only we pop
+            msg = self.inbox.popleft()
+            if msg[0] in ("start", "submit"):
+                submits.extend([msg[1]] if msg[0] == "start" else msg[1])
+            else:
+                if submits:
+                    self._submit_all(submits)
+                    submits = []
+                self._handle(msg)
+        if submits:
+            self._submit_all(submits)
+        self._poll()
 
     @property
     def description(self) -> str:
@@ -446,7 +443,7 @@ class SlurmExecutor:
         if job.state == "PENDING" and job.reason != tracked.reason \
                 and job.reason not in ("", "None"):
             waiting[job_id] = job.reason
-        tracked.state, tracked.reason = job.state, job.reason
+        tracked.reason = job.reason
         if tracked.kill_at is not None and self.clock() >= tracked.kill_at:
             log.warning("job %d ignored its stop signal: scancel", job_id)
             tracked.kill_at = self.clock() + max(5.0, self.cfg.timeout_secs)
