@@ -51,11 +51,14 @@ class ExecutorOps:
         dep_states = self._dep_states(cands)
         executor_ids = {d: self.jobs[d].executor_id for c in cands for d in c.deps
                         if d in self.jobs and self.jobs[d].executor_id}
-        occupants = [handover.occupant(j.id, j.submitted_by, j.project, j.gpus)
-                     for j in self.jobs_in_executor()]
+        quotas = self.effective_quotas()
+        # What runs or waits in Slurm counts only against quotas: not looked at without.
+        occupants = ([] if quotas is None or quotas.empty else
+                     [handover.occupant(j.id, j.submitted_by, j.project, j.gpus)
+                      for j in self.jobs_in_executor()])
         plan = handover.plan(handover.HandoverInput(
             candidates=cands, dep_states=dep_states, executor_ids=executor_ids,
-            occupants=occupants, now=self.clock(), quotas=self.effective_quotas()))
+            occupants=occupants, now=self.clock(), quotas=quotas))
         self.wake_at = plan.wake_at
         decision = policy.Decision(cancels=plan.cancels, waiting=plan.waiting,
                                    wake_at=plan.wake_at)
