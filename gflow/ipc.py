@@ -155,6 +155,38 @@ def connect(address: str, authkey: bytes) -> Connection:
         return Client(where, family="AF_UNIX", authkey=authkey)
 
 
+# A message whose last element is a large bytes payload (a job listing: 72 MB at 100k
+# jobs) sends that payload as a raw frame after the pickled rest (issue 21): pickling it
+# would copy it once on each side, and every copy of that size is fresh memory to fault
+# in. Only bytes sent by our own workers take this path; the reader checks the marker.
+OUT_OF_BAND_MIN = 64 * 1024
+
+
+class OutOfBand:
+    """Stands in a pickled message for the bytes payload sent as the next raw frame."""
+
+    __slots__ = ()
+
+
+def send_message(conn: Connection, msg: Any) -> None:
+    """conn.send(msg), with a large trailing bytes payload sent out of band (the caller
+    holds the connection's write lock: the two frames must not be split)."""
+    if (type(msg) is tuple and msg and type(msg[-1]) is bytes
+            and len(msg[-1]) >= OUT_OF_BAND_MIN):
+        conn.send(msg[:-1] + (OutOfBand(),))
+        conn.send_bytes(msg[-1])
+    else:
+        conn.send(msg)
+
+
+def recv_message(conn: Connection) -> Any:
+    """conn.recv(), putting back a payload that `send_message` sent out of band."""
+    msg = conn.recv()
+    if type(msg) is tuple and msg and type(msg[-1]) is OutOfBand:
+        msg = msg[:-1] + (conn.recv_bytes(),)
+    return msg
+
+
 class Peer:
     """One connected worker as seen by the hub; `send` is safe from any thread."""
 
@@ -169,7 +201,7 @@ class Peer:
             return False
         try:
             with self._lock:
-                self.conn.send(msg)
+                send_message(self.conn, msg)
             return True
         except (OSError, EOFError, ValueError):
             self.alive = False
@@ -255,13 +287,14 @@ class Hub:
         self.inbox.put((peer, ("connected", role)))
         while True:
             try:
-                msg = conn.recv()
+                msg = recv_message(conn)
             except (EOFError, OSError):
                 break
             except Exception as exc:  # an unpicklable message: drop it, keep the channel
                 log.error("undecodable message from %s: %s", role, exc)
                 continue
             self.inbox.put((peer, msg))
+            del msg             # (the last request is not kept alive by this thread)
         peer.alive = False
         with self._lock:
             self.all_peers.discard(peer)
@@ -356,7 +389,7 @@ class HubClient:
                 self.on_connect()
             while True:
                 try:
-                    msg = conn.recv()
+                    msg = recv_message(conn)
                 except (EOFError, OSError):
                     break
                 except Exception as exc:
@@ -375,6 +408,8 @@ class HubClient:
                     self.on_message(msg)
                 except Exception:
                     log.exception("error handling message %r", msg[:1] if isinstance(msg, tuple) else msg)
+                # Not kept until the next message arrives: it may hold a 72 MB listing.
+                del msg
             with self._lock:
                 self.ready.clear()
                 self.connected.clear()
@@ -393,7 +428,7 @@ class HubClient:
             if conn is None or self._closing:
                 return False
             try:
-                conn.send(msg)
+                send_message(conn, msg)
                 return True
             except (OSError, EOFError, ValueError):
                 return False

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
 from flask import Response, current_app, request
+from werkzeug.wsgi import wrap_file
 
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
+# Bodies from this size on (job listings) reach waitress as a file it reads from in
+# place: handed over as bytes, it would first copy the whole body into its own buffer.
+FILE_BODY_MIN = 256 * 1024
 
 
 class ApiError(Exception):
@@ -28,6 +33,12 @@ def respond(status: int, body: Any = None, *, text: bool = False) -> Response:
                         content_type=TEXT if body is not None else None)
     if isinstance(body, (bytes, bytearray)):
         data = bytes(body)
+        if len(data) >= FILE_BODY_MIN:
+            # BytesIO shares the bytes object (no copy).
+            resp = Response(wrap_file(request.environ, io.BytesIO(data)), status=status,
+                            content_type=JSON, direct_passthrough=True)
+            resp.content_length = len(data)
+            return resp
     else:
         data = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
     return Response(data, status=status, content_type=JSON)

@@ -491,3 +491,26 @@ def test_private_logs_are_for_owner_and_admins(tmp_path, clock):
     public.paths.job_log(pub_id).write_text("shared output\n")
     pub_other = client_for(create_app(CoreBridge(public)), caller=other)
     assert pub_other.get(f"/jobs/{pub_id}/log").status_code == 200
+
+
+def test_a_large_listing_is_served_from_a_file_wrapper_with_its_length(client, monkeypatch):
+    """Large JSON bodies reach waitress as a file (no copy into its buffer): the body, its
+    Content-Length and HEAD's headers are what a bytes body would give."""
+    from gflow.api import replies
+    monkeypatch.setattr(replies, "FILE_BODY_MIN", 1000)
+    wrapped = []
+    real_wrap = replies.wrap_file
+    monkeypatch.setattr(replies, "wrap_file",
+                        lambda environ, f: wrapped.append(f) or real_wrap(environ, f))
+    ids = [submit(client) for _ in range(5)]
+    resp = client.get("/jobs")
+    assert resp.status_code == 200 and resp.content_type == "application/json"
+    assert len(wrapped) == 1
+    assert int(resp.headers["content-length"]) == len(resp.data) > 1000
+    assert [j["id"] for j in resp.get_json()] == ids
+    head = client.head("/jobs")
+    assert head.status_code == 200 and head.data == b""
+    assert int(head.headers["content-length"]) == len(resp.data)
+    small = client.get("/jobs?limit=1")           # under the threshold: plain bytes
+    assert len(wrapped) == 2                         # the HEAD above; not this one
+    assert [j["id"] for j in small.get_json()] == ids[:1]
