@@ -25,6 +25,16 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+
+def json_array(items: list[bytes]) -> bytes:
+    """`[a,b,...]` from encoded JSON values with one copy of the whole: `b"[" + join + b"]"`
+    made three, and each 72 MB copy (100k jobs) is fresh memory to fault in (~40 ms)."""
+    if not items:
+        return b"[]"
+    items[0] = b"[" + items[0]
+    items[-1] = items[-1] + b"]"
+    return b",".join(items)
+
 class JobOps:
     """Mixed into `SchedulerCore`: these handlers use its state (jobs, indexes, caches) and
     change it only through its `transition`, `save_*` and `emit`."""
@@ -173,19 +183,19 @@ class JobOps:
         return out
 
     def op_list_jobs(self, payload) -> Reply:
+        # The full listing is joined from the per-job JSON on every request, not kept:
+        # kept, it was a third copy of every job (72 MB at 100k) and any change of any job
+        # threw it away, so a busy daemon rebuilt it anyway (issue 21: memory).
         if not any(payload.get(k) is not None for k in
                    ("states", "users", "created_after", "ids", "limit", "offset")):
-            if self._listing is None:
-                self._listing = b"[" + b",".join(self.job_json(j)
-                                                 for j in self.jobs.values()) + b"]"
-            return Reply(200, self._listing)
+            return Reply(200, json_array([self.job_json(j) for j in self.jobs.values()]))
         jobs = self.select_jobs(states=payload.get("states"), users=payload.get("users"),
                                 created_after=payload.get("created_after"),
                                 ids=payload.get("ids"))
         offset = payload.get("offset") or 0
         limit = payload.get("limit")
         jobs = jobs[offset:] if limit is None else jobs[offset:offset + limit]
-        return Reply(200, b"[" + b",".join(self.job_json(j) for j in jobs) + b"]")
+        return Reply(200, json_array([self.job_json(j) for j in jobs]))
 
     def op_resolve(self, payload) -> Reply:
         user = payload.get("username", "")
