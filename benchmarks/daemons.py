@@ -108,6 +108,27 @@ def pss_kb(pid: int) -> int:
     return 0
 
 
+def alive(pid: int) -> bool:
+    """Whether pid runs: a zombie counts as gone (nobody may reap a daemonized master
+    here, and it holds nothing any more)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def wait_gone(pids, timeout: float) -> list[int]:
+    """Poll (1 ms) until none of pids is alive; returns those still alive at the timeout."""
+    deadline = time.monotonic() + timeout
+    left = list(pids)
+    while True:
+        left = [p for p in left if alive(p)]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.001)
+
+
 def process_name(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:

@@ -40,6 +40,7 @@ class Target:
     ratio_max: float | None = None      # ours/theirs must be <= this (lower is better)
     ratio_min: float | None = None      # ours/theirs must be >= this (higher is better)
     abs_max: float | None = None        # ours must be < this, in the metric's base unit
+    abs_min: float | None = None        # ours must be >= this, in the metric's base unit
     aim: str | None = None              # a softer goal, shown but not judged
 
     def describe(self, unit: str) -> str:
@@ -50,6 +51,8 @@ class Target:
             parts.append(f">= {self.ratio_min:g}x")
         if self.abs_max is not None:
             parts.append(f"< {format_value(self.abs_max, unit)}")
+        if self.abs_min is not None:
+            parts.append(f">= {format_value(self.abs_min, unit)}")
         text = " & ".join(parts) if parts else "-"
         if self.aim:
             text += f" (aim {self.aim})"
@@ -66,10 +69,13 @@ class Target:
                 checks.append(r <= self.ratio_max)
             if self.ratio_min is not None:
                 checks.append(r >= self.ratio_min)
-        if self.abs_max is not None:
+        if self.abs_max is not None or self.abs_min is not None:
             if ours is None:
                 return None
-            checks.append(ours < self.abs_max)
+            if self.abs_max is not None:
+                checks.append(ours < self.abs_max)
+            if self.abs_min is not None:
+                checks.append(ours >= self.abs_min)
         if not checks:
             return None
         return all(checks)

@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the benchmark scenarios on our gflowd and on gflow 0.4.13 "
                     "side by side and print one table (medians of several runs).")
     p.add_argument("--quick", action="store_true",
-                   help="smoke run (~1 min): one run each, smaller work for 0.4.13 "
+                   help="smoke run (~2 min): one run each, smaller work for 0.4.13 "
                         "(scaled up, and said so in the notes), scale at 10k only")
     p.add_argument("--only", action="append", metavar="NAME", default=[],
                    help=f"run only these scenarios (repeatable or comma list): "
@@ -53,9 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bin dir with our gflowd/gbatch/gqueue (default: this Python's, "
                         "else .venv/bin)")
     p.add_argument("--runs", type=int, metavar="N",
-                   help="runs per scenario for chain20, burst100 and storm (default 3; "
-                        "burst100 on 0.4.13: 1); with --scale, repeats of GET /jobs, "
-                        "gqueue and restart at each size (default 3, 1 above 100k)")
+                   help="runs per scenario for chain20, burst100, storm (default 3; "
+                        "burst100 on 0.4.13: 1) and down (default 5); with --scale, "
+                        "repeats of GET /jobs, gqueue and restart at each size (default 3, "
+                        "1 above 100k)")
     p.add_argument("--storm-seconds", type=float, metavar="S",
                    help="length of one storm run (default 3, --quick 1)")
     p.add_argument("--scale-sizes", metavar="N,N",

@@ -1,4 +1,4 @@
-"""The six scenarios. Each runs on one side (ours or theirs) and returns its metrics as
+"""The eight scenarios. Each runs on one side (ours or theirs) and returns its metrics as
 {metric: {"samples": [...], "value": float, "note": str, ...}}; `value` is what the table
 shows (a median unless the metric says otherwise)."""
 
@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import loadgen
-from .daemons import BenchError, Daemon, job_body, to_epoch
+from .daemons import (BenchError, Daemon, alive, job_body, process_name, to_epoch,
+                      wait_gone)
 from .report import MetricSpec, Target, median, percentile
 
 SUBMITTED = re.compile(r"Submitted batch job (\d+)")
@@ -149,31 +150,38 @@ def burst100(ctx: Context, make) -> dict:
 
 
 # -- storm ------------------------------------------------------------------------------
+STORM_CONNECTIONS = {"acks/s": 4, "acks/s 32 clients": 32}     # metric -> connections
+
+
 def storm(ctx: Context, make) -> dict:
     seconds = ctx.storm_seconds or (1.0 if ctx.quick else 3.0)
     body = json.dumps(job_body("true", gpus=64)).encode()   # never starts: no processes
-    samples, clients, checks = [], set(), []
-    for _ in range(ctx.n_runs(3)):
-        with make(ctx) as d:
-            res = loadgen.run("127.0.0.1", d.port, "/jobs", body, connections=4,
-                              seconds=seconds, expect_status=201,
-                              force_python=ctx.python_loadgen)
-            clients.add(res["client"])
-            if res["bad"]:
-                raise BenchError(f"{d.side}: storm got {res['bad']} non-201 answers "
-                                 f"(first: {res['first_bad_status']})")
-            # Every acknowledged job exists: the next id follows them.
-            next_id = d.submit(job_body("true", gpus=64))
-            checks.append(next_id - 1 - res["ok"])
-            samples.append(res["ok"] / res["seconds"])
-    note = (f"4 keep-alive connections, {seconds:g} s a run, client: "
-            f"{', '.join(sorted(clients))}; ours fsyncs every acknowledged job, 0.4.13 "
-            "saves every 30 s")
-    # Up to one request per connection is still in flight at the deadline: the server
-    # stores it, the client does not count it. Fewer ids than acknowledgements = lost jobs.
-    if any(c < 0 or c > 4 for c in checks):
-        note += f"; ids minus acknowledged jobs: {checks} (expected 0..4)"
-    return {"acks/s": metric(samples, note)}
+    out = {}
+    for name, connections in STORM_CONNECTIONS.items():
+        samples, clients, checks = [], set(), []
+        for _ in range(ctx.n_runs(3)):
+            with make(ctx) as d:
+                res = loadgen.run("127.0.0.1", d.port, "/jobs", body, connections=connections,
+                                  seconds=seconds, expect_status=201,
+                                  force_python=ctx.python_loadgen)
+                clients.add(res["client"])
+                if res["bad"]:
+                    raise BenchError(f"{d.side}: storm got {res['bad']} non-201 answers "
+                                     f"(first: {res['first_bad_status']})")
+                # Every acknowledged job exists: the next id follows them.
+                next_id = d.submit(job_body("true", gpus=64))
+                checks.append(next_id - 1 - res["ok"])
+                samples.append(res["ok"] / res["seconds"])
+        note = (f"{connections} keep-alive connections, {seconds:g} s a run, client: "
+                f"{', '.join(sorted(clients))}; ours fsyncs every acknowledged job, 0.4.13 "
+                "saves every 30 s")
+        # Up to one request per connection is still in flight at the deadline: the server
+        # stores it, the client does not count it. Fewer ids than acknowledgements = lost
+        # jobs.
+        if any(c < 0 or c > connections for c in checks):
+            note += f"; ids minus acknowledged jobs: {checks} (expected 0..{connections})"
+        out[name] = metric(samples, note, id_checks=checks)
+    return out
 
 
 # -- cli --------------------------------------------------------------------------------
@@ -235,17 +243,14 @@ def scale_batch() -> bytes:
     return json.dumps([job_body("true", gpus=64) for _ in range(SCALE_BATCH)]).encode()
 
 
-def scale_step(d: Daemon, have: int, size: int, reps: int, batch: bytes | None = None
-               ) -> tuple[dict, int]:
-    """Fill d from `have` up to `size` queued jobs (1000 a batch) and measure it at that
-    size: submit rate, GET /jobs, gqueue -a -u all, daemon PSS, restart, state file.
-    Returns ({metric: ...} without a size tag, the number of jobs now in d). Shared by
-    the scale scenario and the --scale run (benchmarks/scaling.py)."""
+def fill(d: Daemon, have: int, size: int, batch: bytes | None = None
+         ) -> tuple[int, float, list]:
+    """POST /jobs/batch (1000 queued jobs a call) from `have` jobs in d up to `size`.
+    Returns (jobs now in d, seconds, [(jobs, seconds since the start)] every tenth)."""
     batch = batch or scale_batch()
-    out = {}
     before = have
     step = max(SCALE_BATCH, (size - before) // 10)
-    progress = []                       # (jobs in the daemon, seconds) every tenth
+    progress = []
     t0 = time.perf_counter()
     while have < size:
         status, payload = d.request("POST", "/jobs/batch", raw=batch)
@@ -255,7 +260,18 @@ def scale_step(d: Daemon, have: int, size: int, reps: int, batch: bytes | None =
         have += SCALE_BATCH
         if (have - before) % step < SCALE_BATCH:
             progress.append((have, round(time.perf_counter() - t0, 3)))
-    elapsed = time.perf_counter() - t0
+    return have, time.perf_counter() - t0, progress
+
+
+def scale_step(d: Daemon, have: int, size: int, reps: int, batch: bytes | None = None
+               ) -> tuple[dict, int]:
+    """Fill d from `have` up to `size` queued jobs (1000 a batch) and measure it at that
+    size: submit rate, GET /jobs, gqueue -a -u all, daemon PSS, restart, state file.
+    Returns ({metric: ...} without a size tag, the number of jobs now in d). Shared by
+    the scale scenario and the --scale run (benchmarks/scaling.py)."""
+    out = {}
+    before = have
+    have, elapsed, progress = fill(d, have, size, batch)
     d.close_http()
     out["submit"] = metric([], value=(have - before) / elapsed, seconds=elapsed,
                            jobs=have - before, progress=progress,
@@ -350,6 +366,153 @@ def sched(ctx: Context, make) -> dict:
             "exit->start p99": metric(lat, note, value=percentile(lat, 99))}
 
 
+# -- stall ------------------------------------------------------------------------------
+STALL_PACE = 0.005              # one POST /jobs every 5 ms on one keep-alive connection
+STALL_LEAD = 400                # single submissions the stream makes before ours' is due
+STALL_TAIL = 1.0                # seconds streamed after the snapshot is on disk
+STALL_TIMEOUT = 45.0            # 0.4.13 saves every 30 s
+SEGMENT = re.compile(r"state\.wal\.\d+")
+
+
+def snapshot_stamp(d: Daemon) -> tuple:
+    """(state.msgpack's inode and mtime, or None while there is none; ours' WAL segments
+    state.wal.<n>, which exist while a background snapshot is being written)."""
+    try:
+        st = (d.data_dir / "state.msgpack").stat()
+        written = (st.st_ino, st.st_mtime_ns)
+    except FileNotFoundError:
+        written = None
+    return written, [e.name for e in os.scandir(d.data_dir) if SEGMENT.fullmatch(e.name)]
+
+
+def wal_bytes(d: Daemon) -> int:
+    try:
+        return (d.data_dir / "state.wal").stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def snapshot_due_at(d: Daemon, size: int, batch: bytes) -> tuple[int, dict]:
+    """Make ours' next snapshot fall due when it holds about `size` jobs, and fill it to
+    STALL_LEAD single submissions (plus less than a batch) short of that. Returns (jobs
+    in d, {the threshold, WAL bytes a job}). Ours snapshots when the WAL outgrows
+    max([scheduler] snapshot_wal_bytes, twice the last snapshot): the WAL bytes a job
+    takes, measured on one batch, set that threshold; a restart reads it (its clean stop
+    folds the batch into a small state.msgpack, so the threshold is what counts)."""
+    have, _, _ = fill(d, 0, SCALE_BATCH, batch)
+    per_job = wal_bytes(d) / have
+    threshold = int(per_job * (size - have))
+    config = d.home / ".config" / "gflow" / "gflow.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f"[scheduler]\nsnapshot_wal_bytes = {threshold}\n")
+    d.restart()
+    restarted = snapshot_stamp(d)
+    room = threshold - wal_bytes(d) - STALL_LEAD * per_job
+    have, _, _ = fill(d, have, have + int(room / per_job) // SCALE_BATCH * SCALE_BATCH, batch)
+    d.close_http()
+    if snapshot_stamp(d) != restarted:
+        raise BenchError(f"ours: a snapshot fell due during the fill, before the stream "
+                         f"(WAL {wal_bytes(d)} of {threshold} bytes)")
+    return have, {"snapshot_wal_bytes": threshold, "wal_bytes_a_job": round(per_job)}
+
+
+def paced_posts(d: Daemon, body: bytes, done) -> list[tuple[float, float]]:
+    """(start, latency) of single POST /jobs sent every STALL_PACE s on one keep-alive
+    connection until done(seconds since the first) is true; starts count from the first."""
+    sent = []
+    t0 = next_at = time.perf_counter()
+    while not done(time.perf_counter() - t0):
+        time.sleep(max(0.0, next_at - time.perf_counter()))
+        start = time.perf_counter()
+        status, payload = d.request("POST", "/jobs", raw=body)
+        sent.append((start - t0, time.perf_counter() - start))
+        if status != 201:
+            raise BenchError(f"{d.side}: POST /jobs -> {status} {payload[:200]!r}")
+        # After a slow answer the pace restarts from now: no burst to catch up, which
+        # would queue requests behind each other and blur the stall being measured.
+        next_at = max(next_at + STALL_PACE, time.perf_counter())
+    return sent
+
+
+def stall(ctx: Context, make) -> dict:
+    size = 10_000 if ctx.quick else 100_000
+    batch = scale_batch()
+    body = json.dumps(job_body("true", gpus=64)).encode()   # never starts: no processes
+    with make(ctx) as d:
+        if make.side == "ours":
+            have, rule = snapshot_due_at(d, size, batch)
+        else:
+            have, _, _ = fill(d, 0, size, batch)
+            d.close_http()
+            rule = {}
+        before, _ = snapshot_stamp(d)
+        seen = {}                       # "began"/"written": seconds into the stream
+
+        def done(t: float) -> bool:
+            written, segments = snapshot_stamp(d)
+            if segments or written != before:
+                seen.setdefault("began", t)
+            if written != before and not segments:
+                seen.setdefault("written", t)
+            return t - seen.get("written", t) >= STALL_TAIL or t > STALL_TIMEOUT
+
+        sent = paced_posts(d, body, done)
+        if "written" not in seen:
+            raise BenchError(f"{d.side}: no snapshot was written in {STALL_TIMEOUT:g} s "
+                             f"of submissions (WAL {wal_bytes(d)} bytes)")
+    # The disk is looked at between requests: the snapshot overlapped the request in
+    # flight when a change was first seen (ours: the WAL rotated, the writer forked;
+    # 0.4.13: its file rewritten) up to the one after the file was seen complete.
+    first = next((i for i, (start, _) in enumerate(sent) if start >= seen["began"]),
+                 len(sent))
+    last = next((i for i, (start, _) in enumerate(sent) if start >= seen["written"]),
+                len(sent))
+    lat = [latency for _, latency in sent]
+    during = lat[max(0, first - 1):last + 1]
+    note = (f"single POST /jobs every {STALL_PACE * 1e3:g} ms on one keep-alive connection "
+            f"at ~{size_label(size)} queued jobs, from before the snapshot until "
+            f"{STALL_TAIL:g} s after it is on disk (\"in stream\": all of them; \"during "
+            "snapshot\": from the one in flight when it was first seen on disk to the one "
+            "after it was complete); ours: [scheduler] snapshot_wal_bytes in its config, "
+            "set from the WAL bytes of one batch, makes its snapshot fall due then; theirs: "
+            "its save every 30 s")
+    extra = dict(requests=len(lat), requests_during=len(during), jobs=have,
+                 window=round(sent[-1][0], 2), snapshot_began=round(seen["began"], 3),
+                 snapshot_written=round(seen["written"], 3), **rule)
+    return {"longest during snapshot": metric(during, note, value=max(during), **extra),
+            "longest in stream": metric(lat, note, value=max(lat), **extra),
+            "p99 in stream": metric(lat, note, value=percentile(lat, 99), **extra)}
+
+
+# -- down -------------------------------------------------------------------------------
+DOWN_SETTLE = 1.0               # after the start: the daemon is idle, its start-up done
+
+
+def down(ctx: Context, make) -> dict:
+    runs = ctx.n_runs(5, quick=3)
+
+    def one_run():
+        with make(ctx) as d:
+            time.sleep(DOWN_SETTLE)
+            pids = d.pids()
+            t0 = time.perf_counter()
+            d.stop()
+            left = wait_gone(pids, 60)
+            elapsed = time.perf_counter() - t0
+            left += [p for p in d.pids() if alive(p) and p not in left]
+            if left:
+                raise BenchError(f"{d.side}: still running after the stop: "
+                                 f"{', '.join(f'{p} {process_name(p)[:40]}' for p in left)}")
+            return elapsed
+
+    samples, failures = repeated(ctx, runs, one_run)
+    notes = [f"idle daemon (no jobs, {DOWN_SETTLE:g} s after its start), a fresh one each "
+             "run; from asking it to stop until every process of it is gone; ours: gflowd "
+             "down (the CLI's start included); theirs: SIGTERM to its foreground gflowd "
+             "(which saves its state)", failure_note(failures, runs)]
+    return {"idle stop": metric(samples, "; ".join(n for n in notes if n), failures=failures)}
+
+
 # -- registry ---------------------------------------------------------------------------
 R = Target
 
@@ -373,10 +536,16 @@ SCENARIOS = {
     "chain20": (chain20, [MetricSpec("chain20", "makespan", "s", R(ratio_max=0.05)),
                           MetricSpec("chain20", "submit 20 (CLI)", "s")]),
     "burst100": (burst100, [MetricSpec("burst100", "makespan", "s", R(ratio_max=0.10))]),
-    "storm": (storm, [MetricSpec("storm", "acks/s", "/s", R(ratio_min=0.25, aim="0.5x"))]),
+    "storm": (storm, [MetricSpec("storm", "acks/s", "/s",
+                                 R(ratio_min=0.25, abs_min=2500, aim="0.5x")),
+                      MetricSpec("storm", "acks/s 32 clients", "/s", R(abs_min=6000))]),
     "cli": (cli, [MetricSpec("cli", "gqueue -a", "s", R(ratio_max=4)),
                   MetricSpec("cli", "gbatch", "s", R(ratio_max=4))]),
     "scale": (scale, _scale_specs()),
     "sched": (sched, [MetricSpec("sched", "exit->start p50", "s"),
                       MetricSpec("sched", "exit->start p99", "s")]),
+    "stall": (stall, [MetricSpec("stall", "longest during snapshot", "s", R(abs_max=0.050)),
+                      MetricSpec("stall", "longest in stream", "s"),
+                      MetricSpec("stall", "p99 in stream", "s")]),
+    "down": (down, [MetricSpec("down", "idle stop", "s", R(abs_max=0.2))]),
 }

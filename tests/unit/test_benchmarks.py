@@ -140,7 +140,8 @@ def test_missing_theirs_is_one_clear_line(tmp_path, capsys):
 
 
 def test_every_scenario_has_specs_and_the_brief_targets():
-    assert list(SCENARIOS) == ["chain20", "burst100", "storm", "cli", "scale", "sched"]
+    assert list(SCENARIOS) == ["chain20", "burst100", "storm", "cli", "scale", "sched",
+                               "stall", "down"]
     specs = {(s.scenario, s.metric): s for _, group in SCENARIOS.values() for s in group}
     assert specs[("chain20", "makespan")].target.ratio_max == 0.05
     assert specs[("burst100", "makespan")].target.ratio_max == 0.10
@@ -148,6 +149,11 @@ def test_every_scenario_has_specs_and_the_brief_targets():
     assert specs[("cli", "gqueue -a")].target.ratio_max == 4
     assert specs[("scale", "100k daemon PSS")].target.ratio_max == 2.5
     assert specs[("scale", "100k restart")].target.abs_max == 2.0
+    # issue 21's absolute targets
+    assert specs[("storm", "acks/s")].target.abs_min == 2500
+    assert specs[("storm", "acks/s 32 clients")].target.abs_min == 6000
+    assert specs[("stall", "longest during snapshot")].target.abs_max == 0.050
+    assert specs[("down", "idle stop")].target.abs_max == 0.2
 
 
 def test_job_body_and_time_encoding():
