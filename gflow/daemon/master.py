@@ -16,6 +16,7 @@ from multiprocessing.connection import wait
 from typing import Callable, Optional
 
 from gflow import __version__
+from gflow.daemon.entry import run_worker
 from gflow.daemon.listeners import (
     StartupError, open_listener, open_unix_listener, remove_unix_socket, socket_path,
 )
@@ -39,16 +40,6 @@ READY_TIMEOUT_SECS = 60.0
 ORPHAN_WAIT_SECS = 15.0
 # How often the master compares the daemon log's size with [logging] max_bytes.
 LOG_CHECK_SECS = 1.0
-
-
-def _worker_target(name: str) -> Callable:
-    if name == "scheduler":
-        from gflow.scheduler.service import main
-    elif name == "launcher":
-        from gflow.launcher.service import main
-    else:
-        from gflow.api.service import main
-    return main
 
 
 class LockFile:
@@ -172,9 +163,25 @@ def process_identity(pid: int) -> Optional[list]:
         return None
 
 
+def _pid_exists(ident) -> bool:
+    """False only for a recorded worker pid that is certainly gone (signal 0 says so)."""
+    try:
+        pid = int(ident[0])
+        if pid > 0:
+            os.kill(pid, 0)
+            return True
+    except ProcessLookupError:
+        return False
+    except (OSError, TypeError, ValueError, IndexError, OverflowError):
+        pass
+    return True                 # not ours to signal, or unreadable: psutil decides
+
+
 def wait_orphans(recorded: dict, timeout: float = ORPHAN_WAIT_SECS) -> None:
     """Workers of a master that was killed exit by themselves (they watch it); wait for
     them, so that the port, the journal and the channels are free, then kill stragglers."""
+    if not any(_pid_exists(ident) for ident in (recorded or {}).values()):
+        return                  # the usual case (a clean stop): no psutil import (12 ms)
     import psutil
     procs = []
     for name, ident in (recorded or {}).items():
@@ -275,10 +282,10 @@ class Master:
     def start_process(self, name: str):
         """Start one worker process; returns it and the reading end of its ready pipe."""
         reader, writer = self.mp.Pipe(duplex=False)
-        args: tuple = (self.ctx,)
+        args: tuple = (name, self.ctx)
         if name == "api":
-            args = (self.ctx, self.listener, self.unix_listener)
-        proc = self.mp.Process(target=_worker_target(name), args=args,
+            args = (name, self.ctx, self.listener, self.unix_listener)
+        proc = self.mp.Process(target=run_worker, args=args,
                                kwargs={"ready": writer}, name=name, daemon=False)
         proc.start()
         writer.close()
