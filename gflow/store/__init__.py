@@ -5,10 +5,12 @@
 #   wal.py        the write-ahead log (framing, replay, torn tails, group commit)
 #   recovery.py   recovery mode (copies aside, the journal state.journal.jsonl, read-only)
 #   fileio.py     the file primitives those share (atomic write, fsync of a directory)
+#   fastload.py   state.msgpack.jobs: our own snapshot's jobs again, in the fastest form
 #   store.py      the Store class that ties them together
 # Import order follows the layering inside the package: snapshot and fileio import
-# nothing from it, wal and recovery only those two, store all of them.
+# nothing from it, fastload only snapshot, wal and recovery those, store all of them.
 
+from gflow.store.fileio import trim_heap
 from gflow.store.recovery import JOURNAL_NAME, encode_journal
 from gflow.store.snapshot import (
     LEGACY_NAME, RUNTIME_EXTRA_KEYS, RUNTIME_KEYS, SNAPSHOT_NAME, SPEC_EXTRA_KEYS, SPEC_KEYS,
@@ -22,5 +24,5 @@ __all__ = [
     "JOURNAL_NAME", "LEGACY_NAME", "RUNTIME_EXTRA_KEYS", "RUNTIME_KEYS", "SNAPSHOT_NAME",
     "SPEC_EXTRA_KEYS", "SPEC_KEYS", "STATE_VERSION", "Store", "StoreState", "WAL_NAME",
     "encode_journal", "encode_snapshot", "normalize_job", "normalize_reservation",
-    "state_path_for",
+    "state_path_for", "trim_heap",
 ]

@@ -14,16 +14,17 @@ import os
 import stat
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import msgpack
 
 from gflow.errors import StoreError
+from gflow.store import fastload
 from gflow.store.fileio import FaultCheck, copy_aside
 from gflow.store.snapshot import (
     LEGACY_NAME, RUST_RECOVERY_ID, SNAPSHOT_NAME, STATE_VERSION, SUM_NAME, BadContent,
-    StoreState, migrate, next_reservation_id, own_snapshot, parse_state, salvage_max_id,
-    sorted_reservations, state_path_for, unpack,
+    StoreState, migrate, next_reservation_id, own_snapshot, parse_own_snapshot, parse_state,
+    salvage_max_id, snapshot_sum, sorted_reservations, state_path_for, unpack,
 )
 
 JOURNAL_NAME = "state.journal.jsonl"
@@ -31,11 +32,13 @@ JOURNAL_NAME = "state.journal.jsonl"
 _RECOVERY_SUFFIX = ". gflowd entered recovery mode (journal) to avoid overwriting your state file."
 
 
-def load_state_file(data_dir: Path) -> tuple[StoreState, int]:
+def load_state_file(data_dir: Path, decode_job: Optional[Callable[[dict], Any]] = None
+                    ) -> tuple[StoreState, int]:
     """(state, highest id salvaged from a broken file) from state.msgpack or state.json.
 
     A file that cannot be read or decoded, or is newer than we support, gives a state
     in "journal" mode with 0.4.13's detail text; the file itself is left untouched.
+    `decode_job`: see Store.load (jobs of our own snapshot may come back decoded).
     """
     snapshot_path, legacy_path = data_dir / SNAPSHOT_NAME, data_dir / LEGACY_NAME
     if snapshot_path.exists():
@@ -52,10 +55,20 @@ def load_state_file(data_dir: Path) -> tuple[StoreState, int]:
                      f"{path}: {e.strerror or e}" + _RECOVERY_SUFFIX)
         return st, 0
     obj: Any = None
-    trusted = path is snapshot_path and own_snapshot(data, _read_sum(data_dir / SUM_NAME))
+    trusted, parsed = False, None
+    recorded = _read_sum(data_dir / SUM_NAME) if path is snapshot_path else None
+    if recorded is not None:
+        data_sum = snapshot_sum(data)
+        trusted = own_snapshot(data, recorded, data_sum)
+        if trusted and fastload.usable_for(decode_job):
+            parsed = fastload.read(data_dir, data_sum)      # None unless it mirrors `data`
     try:
-        obj = decode(data)
-        version, st = parse_state(obj, trusted=trusted)
+        if parsed is None and trusted:
+            parsed = parse_own_snapshot(data, decode_job)
+        if parsed is None:
+            obj = decode(data)
+            parsed = parse_state(obj, trusted=trusted)
+        version, st = parsed
     except (BadContent, ValueError, TypeError, RecursionError, msgpack.UnpackException):
         st = StoreState(mode="journal")
         st.state_backup = copy_aside(path, "corrupt")

@@ -8,8 +8,10 @@
 #   state.wal.<n>          older WAL segments: what state.wal held when a background
 #                          snapshot began; dropped once a snapshot holds them (see below)
 #   state.journal.jsonl    0.4.13's recovery journal (one JSON line, kind "snapshot")
+#   state.msgpack.sum      "<crc32> <size>" of the state.msgpack we wrote last
+#   state.msgpack.jobs     a cache: that state.msgpack's jobs again, decoded fastest
 # snapshot.py owns the first three, wal.py the WAL, recovery.py the journal and the
-# copies aside; this class decides which of them a load or a write touches.
+# copies aside, fastload.py the cache; this class decides which a load or write touches.
 #
 # Background snapshots (snapshot_in_background): state.wal is renamed to the next
 # segment and a forked child (background.py) writes state.msgpack from its copy of the
@@ -25,14 +27,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
+
+import msgpack
 
 from gflow.errors import StoreError
-from gflow.store import background, recovery
+from gflow.store import background, fastload, recovery
 from gflow.store.fileio import atomic_write, fsync_dir, gc_paused
 from gflow.store.recovery import JOURNAL_NAME, encode_journal
 from gflow.store.snapshot import (
-    LEGACY_NAME, SNAPSHOT_NAME, SUM_NAME, StoreState, encode_snapshot, next_reservation_id,
+    LEGACY_NAME, SNAPSHOT_NAME, SUM_NAME, StoreState, next_reservation_id, snapshot_map,
     snapshot_sum,
 )
 from gflow.store.wal import (
@@ -99,18 +103,22 @@ class Store:
 
     # --- load ---
 
-    def load(self) -> StoreState:
+    def load(self, decode_job: Optional[Callable[[dict], Any]] = None) -> StoreState:
         """State file (or legacy state.json), then the journal rule, then the WAL.
 
         Never raises for bad content: an unreadable or too-new state file puts the
         returned state in recovery mode ("journal", or "read_only" when the journal
         cannot be written) with 0.4.13's detail text, and the file is left untouched.
+
+        `decode_job` (the scheduler's models.job_from_trusted_wire): the returned jobs
+        are `decode_job(wire dict)` instead of the wire dicts; those of our own snapshot
+        are decoded while it is read, so that it never exists decoded whole in memory.
         """
         self._ensure_dir()
         self.close()
         notes: list[str] = []
         with gc_paused():
-            st, salvaged = recovery.load_state_file(self.data_dir)
+            st, salvaged = recovery.load_state_file(self.data_dir, decode_job)
             if recovery.journal_applies(self.data_dir):
                 recovery.merge_journal(self.data_dir, st, notes)
             # A merged journal is folded into state.msgpack (and emptied) by the next
@@ -121,8 +129,12 @@ class Store:
                 path = segment_path(self.data_dir, number)
                 self._segments[number], _ = replay_file(path, st, notes, fsync=self.fsync)
             self._wal.replay(st, notes)
+            if decode_job is not None:
+                for jid, job in st.jobs.items():
+                    if type(job) is dict:       # from the WAL, a journal, a checked file
+                        st.jobs[jid] = decode_job(job)
         # Ids are never reused: above every job seen anywhere, never 0.4.13's 2e9.
-        st.next_job_id = max([st.next_job_id, salvaged + 1] + [i + 1 for i in st.jobs])
+        st.next_job_id = max(st.next_job_id, salvaged + 1, max(st.jobs, default=0) + 1)
         st.next_reservation_id = next_reservation_id(st)
         if st.mode == "journal":
             err = recovery.probe_journal(self.journal_path, self._check_fault)
@@ -179,10 +191,13 @@ class Store:
                          fsync=self.fsync, check_fault=self._check_fault)
         else:
             with gc_paused():
-                data = encode_snapshot(state, self.data_dir)
+                top = snapshot_map(state, self.data_dir)
+                data = msgpack.packb(top, use_bin_type=True)
             atomic_write(self.snapshot_path, data, "snapshot", fsync=self.fsync,
                          check_fault=self._check_fault)
-            self._write_sum(data)
+            with gc_paused():
+                fastload.write(self.data_dir, top, self._write_sum(data))
+            del top
             # The journal goes before the WAL: if we die in between, the WAL still holds
             # every change since the journal was written, so replay repairs the merge.
             recovery.truncate_journal(self.journal_path, fsync=self.fsync,
@@ -220,10 +235,11 @@ class Store:
         return True
 
     def _write_in_child(self, make_state: Callable[[], StoreState]) -> None:
-        data = encode_snapshot(make_state(), self.data_dir)
+        top = snapshot_map(make_state(), self.data_dir)
+        data = msgpack.packb(top, use_bin_type=True)
         atomic_write(self.snapshot_path, data, "snapshot", fsync=self.fsync,
                      check_fault=self._check_fault)
-        self._write_sum(data)
+        fastload.write(self.data_dir, top, self._write_sum(data))
 
     @property
     def background_pid(self) -> Optional[int]:
@@ -275,16 +291,18 @@ class Store:
         except OSError as e:
             raise StoreError(f"cannot delete {WAL_NAME} segments: {e.strerror or e}") from e
 
-    def _write_sum(self, data: bytes) -> None:
+    def _write_sum(self, data: bytes) -> Optional[bytes]:
         """Record which state.msgpack we just wrote (snapshot.own_snapshot), so that the next
-        load need not check its jobs again. Best effort and never fsynced: a missing or
-        stale sum only sends the next load down the checked path."""
+        load need not check its jobs again; returns the sum, None when it failed. Best
+        effort and never fsynced: a missing or stale sum only sends the next load down the
+        checked path (and makes fastload's copy of the jobs unusable)."""
         path = self.data_dir / SUM_NAME
         tmp = path.with_name(path.name + ".tmp")
+        data_sum = snapshot_sum(data)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                os.write(fd, snapshot_sum(data))
+                os.write(fd, data_sum)
             finally:
                 os.close(fd)
             os.replace(tmp, path)
@@ -293,6 +311,8 @@ class Store:
                 os.unlink(path)         # never a sum that might describe another file
             except OSError:
                 pass
+            return None
+        return data_sum
 
     def close(self) -> None:
         """Release the WAL file; records not yet committed are dropped (never acknowledged).
