@@ -343,7 +343,9 @@ class Ours(Daemon):
         self.env["GFLOW_RUN_AS"] = "daemon"
 
     def state_files(self) -> list[Path]:
-        return [self.data_dir / "state.msgpack", self.data_dir / "state.wal"]
+        # state.msgpack.jobs: the load cache beside the snapshot (gflow/store/fastload.py)
+        return [self.data_dir / "state.msgpack", self.data_dir / "state.msgpack.jobs",
+                self.data_dir / "state.wal"]
 
     def root_pids(self) -> list[int]:
         try:

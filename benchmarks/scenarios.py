@@ -316,7 +316,8 @@ RESTART_NOTE = ("down + up until GET /health answers 200; ours: gflowd down, gfl
                 "theirs: SIGTERM (its final save), wait, start gflowd again: its fastest "
                 "restart (its own `gflowd restart` adds a 1 s tmux sleep and, killed by "
                 "SIGHUP, loses up to 30 s of changes)")
-STATE_NOTE = "on-disk state after a restart; ours: state.msgpack + state.wal"
+STATE_NOTE = ("on-disk state after a restart; ours: state.msgpack + its load cache "
+              "state.msgpack.jobs + state.wal")
 
 
 # -- sched ------------------------------------------------------------------------------
