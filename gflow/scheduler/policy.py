@@ -59,7 +59,7 @@ FINAL = frozenset({"Finished", "Failed", "Cancelled", "Timeout"})
 INF = math.inf
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Candidate:
     """What the policy needs to know about one queued job."""
     id: int
