@@ -37,10 +37,15 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def write_json_atomic(path, data) -> None:
+def write_json_atomic(path, data, before_sync=None, durable: bool = True) -> None:
     """Write `data` as JSON to `path` atomically: a fresh temp file (O_EXCL|O_NOFOLLOW, an
     unguessable name: a planted `*.tmp` symlink is never opened), fsynced, renamed over
-    the target (rename replaces a symlink there, it never follows it)."""
+    the target (rename replaces a symlink there, it never follows it).
+
+    With `before_sync`, it is called once the file is in place, before the fsyncs (the
+    file is whole for every reader at once; only a power loss before the fsyncs end can
+    lose it, or leave it empty). Not `durable`: no fsync at all (still atomic for every
+    reader and against any process's death; a power loss may lose it)."""
     directory, name = _split(path)
     payload = json.dumps(data).encode()
     dfd = open_dir(directory)
@@ -56,15 +61,42 @@ def write_json_atomic(path, data) -> None:
             raise FileExistsError(errno.EEXIST, "no free temporary name", f"{path}.tmp.*")
         try:
             _write_all(fd, payload)
-            os.fsync(fd)
+            if before_sync is None and durable:
+                os.fsync(fd)
         except BaseException:
             os.close(fd)
             os.unlink(tmp, dir_fd=dfd)
             raise
-        os.close(fd)
-        os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        try:
+            os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            if before_sync is not None:
+                before_sync()
+                if durable:
+                    os.fsync(fd)
+        finally:
+            os.close(fd)
+        if not durable:
+            return
         try:
             os.fsync(dfd)            # the rename itself survives a crash
+        except OSError:
+            pass
+    finally:
+        os.close(dfd)
+
+
+def sync(path) -> None:
+    """fsync a file written earlier (never through a symlink), then its directory."""
+    directory, name = _split(path)
+    dfd = open_dir(directory)
+    try:
+        fd = os.open(name, _READ_FLAGS, dir_fd=dfd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.fsync(dfd)
         except OSError:
             pass
     finally:

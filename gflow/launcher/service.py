@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -18,13 +17,14 @@ import psutil
 
 from gflow.ipc import HubClient
 from gflow.launcher import attempts, cgroup, diagnose, runas, safefs, strays, suspend, zygote
+from gflow.launcher.jobcmd import (LaunchError, build_argv, build_env,  # noqa: F401
+                                   direct_words, substitute_parameters)
 from gflow.launcher.notify_socket import bind_notify_socket, notify_address
 from gflow.workerproc import (WorkerContext, hold_worker_lock, setup_worker, signal_ready,
                               stop_event_on)
 
 log = logging.getLogger("gflow.launcher")
 
-PARAM_RE = re.compile(r"\{([a-zA-Z_][a-zA-Z0-9_]*)\}")
 POLL_SECS = 0.5
 # A monitor writes its pid file within milliseconds; give a slow machine ample time.
 MONITOR_START_GRACE_SECS = 15.0
@@ -32,61 +32,6 @@ MONITOR_START_GRACE_SECS = 15.0
 # are in use until then); one that cannot be killed (EPERM, stuck in the kernel) for
 # this long is reported anyway, naming what is left.
 STRAY_KILL_SECS = 60.0
-# Variables that describe the submitter's session, not the job: never copied into it.
-_SESSION_VARS = {"GFLOW_JOB_ID", "GFLOW_ARRAY_TASK_ID", "CUDA_VISIBLE_DEVICES",
-                 "CUDA_DEVICE_ORDER"}
-
-
-class LaunchError(Exception):
-    pass
-
-
-def substitute_parameters(command: str, parameters: dict) -> str:
-    missing = sorted({m for m in PARAM_RE.findall(command) if m not in parameters})
-    if missing:
-        raise LaunchError("missing parameter values: " + ", ".join(missing))
-    return PARAM_RE.sub(lambda m: parameters[m.group(1)], command)
-
-
-def build_argv(spec: dict) -> list[str]:
-    """How the job's process is started (shebang scripts directly, else through bash)."""
-    script = spec.get("script")
-    if script:
-        argv = ["bash", script]
-        try:
-            with open(script, "rb") as f:
-                shebang = f.read(2) == b"#!"
-            if shebang and os.access(script, os.X_OK):
-                argv = [script]
-        except OSError:
-            pass  # bash reports the missing file into the job's log
-    else:
-        command = spec.get("command") or ""
-        if spec.get("parameters"):
-            command = substitute_parameters(command, spec["parameters"])
-        argv = ["bash", "-c", command]
-    conda = spec.get("conda_env")
-    if conda:
-        # A failed activation fails the job loudly (0.4.13 ran it in the base env).
-        activate = ('command -v "${CONDA_EXE:-conda}" >/dev/null 2>&1 '
-                    '|| { echo "gflow: conda not found (--conda-env $1)" >&2; exit 127; }; '
-                    'eval "$("${CONDA_EXE:-conda}" shell.bash hook 2>/dev/null)" '
-                    '&& conda activate "$1" '
-                    '|| { echo "gflow: conda activate $1 failed" >&2; exit 127; }; '
-                    'shift; exec "$@"')
-        argv = ["bash", "-c", activate, "gflow-conda", conda] + argv
-    return argv
-
-
-def build_env(spec: dict, base: dict) -> dict:
-    env = dict(spec["env"]) if spec.get("env") is not None else dict(base)
-    for key in _SESSION_VARS:
-        env.pop(key, None)
-    env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in spec.get("gpu_ids") or ())
-    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-    env["GFLOW_ARRAY_TASK_ID"] = str(spec.get("task_id") or 0)
-    env["GFLOW_JOB_ID"] = str(spec["id"])
-    return env
 
 
 @dataclass
@@ -185,9 +130,12 @@ class Launcher:
                 "run_as_user": account.pw_name if account else None,
                 "umask": spec.get("umask"), "memory_limit_mb": spec.get("memory_limit_mb"),
                 "cgroup_base": self.cgroup_base, "pids_max": cgroup.PIDS_MAX,
-                "attempt": attempts.attempt_of(spec), **files}
-            safefs.write_json_atomic(files["spec_path"], monitor_spec)
-            child = self.forks.spawn(files["spec_path"]) if self.forks else zygote.NOT_SENT
+                "attempt": attempts.attempt_of(spec), "direct": direct_words(argv), **files}
+            # Made durable while the monitor gets ready: the monitor syncs it again (by
+            # then cheaply) before the job starts, so no job runs without a durable spec.
+            safefs.write_json_atomic(files["spec_path"], monitor_spec, durable=False)
+            child = (self.forks.spawn(files["spec_path"], lambda: safefs.sync(files["spec_path"]))
+                     if self.forks else zygote.NOT_SENT)
             if child is zygote.NOT_SENT:
                 child = subprocess.Popen(
                     [sys.executable, "-m", "gflow.launcher.monitor", files["spec_path"]],
@@ -236,7 +184,7 @@ class Launcher:
                 del self.jobs[job_id]
         self.check_all()
 
-    def _load_pidfile(self, job_id: int, tracked: Tracked) -> bool:
+    def _load_pidfile(self, job_id: int, tracked: Tracked, collect: bool = True) -> bool:
         info = safefs.read_json(self._files(job_id)["pid_path"])
         if not isinstance(info, dict):
             return False
@@ -251,7 +199,8 @@ class Launcher:
         tracked.cgroup = info.get("cgroup")
         if info.get("uid") is not None:
             tracked.uid = info["uid"]
-        self._collect_tree(tracked)
+        if collect:
+            self._collect_tree(tracked)
         return True
 
     def forget(self, job_id: int) -> None:
@@ -376,6 +325,11 @@ class Launcher:
             return
         if getattr(tracked.popen, "orphaned", False):
             tracked.popen = None   # its zygote died: watched by pid from now on, as adopted
+        if tracked.kill_deadline is None and not tracked.pending_signal:
+            status = safefs.read_json(self._files(job_id)["status_path"])
+            if status is not None:      # ended, no stop pending: nothing to kill or walk
+                self.report(job_id, status, pidfile=tracked.job_pid is None)
+                return
         if tracked.job_pid is None:
             self._load_pidfile(job_id, tracked)
         if tracked.pending_signal and tracked.job_pid is not None:
@@ -486,7 +440,9 @@ class Launcher:
         if self.forks is not None:
             self.forks.maintain()
 
-    def report(self, job_id: int, info: dict) -> None:
+    def report(self, job_id: int, info: dict, pidfile: bool = False) -> None:
+        """Send the job's end; then log it (with `pidfile`, its pid file is read first,
+        for its "started" line)."""
         tracked = self.jobs.get(job_id)
         if tracked is not None:
             if tracked.spec.get("memory_detail"):
@@ -501,8 +457,11 @@ class Launcher:
                 # not a job the scheduler stopped: its reason stands.
                 info = diagnose.explain_exit(info, self._files(job_id)["log_path"])
             tracked.reported = info
-            _log_exit(job_id, tracked, info)
         self.send(("exited", job_id, info))
+        if tracked is not None:
+            if pidfile:
+                self._load_pidfile(job_id, tracked, collect=False)
+            _log_exit(job_id, tracked, info)
 
     def send(self, msg) -> None:
         if self.channel is not None:

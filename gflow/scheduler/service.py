@@ -292,13 +292,14 @@ class SchedulerLoop:
             core.events.clear()
             if self.load_core is not None:
                 self._rollback()
-        self._publish_events()
-        self._send_replies(replies)
+        # The launcher's orders first: a job's start waits for nothing else.
         if core.launcher_outbox:
             for cmd in core.launcher_outbox:
                 if not self.hub.send_to("launcher", cmd):
                     break  # it will get everything through "adopt" when it connects
             core.launcher_outbox.clear()
+        self._publish_events()
+        self._send_replies(replies)
 
     @staticmethod
     def _send_replies(replies) -> None:

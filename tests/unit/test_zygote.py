@@ -83,8 +83,12 @@ def test_a_forked_monitor_runs_the_job_like_a_new_interpreter_would(tmp_path, fo
     assert all(lines[f"fd{fd}"] == "/dev/null" for fd in (0, 1, 2)), lines
     if importlib.util.find_spec("setproctitle") is not None:
         assert lines["title"].startswith("gflow-job 1 monitor")
-    # Reaped by the zygote: no <defunct> child left.
-    wait_until(lambda: not psutil.Process(z.pid).children(), what="no child of the zygote")
+    # Reaped by the zygote: no <defunct> child left; its one child is the next spare.
+    def reaped():
+        kids = psutil.Process(z.pid).children()
+        return (child.pid not in {k.pid for k in kids} and len(kids) <= 1
+                and all(k.status() != psutil.STATUS_ZOMBIE for k in kids))
+    wait_until(reaped, what="the monitor reaped, no other child of the zygote")
 
 
 def test_a_monitor_killed_by_sigkill_is_reported_with_its_signal(tmp_path, forks):
@@ -288,3 +292,85 @@ def test_a_zygote_that_dies_or_hangs_after_taking_a_request_is_not_asked_twice(
         assert launcher.forks.zygote.proc.returncode is not None    # killed and reaped
     finally:
         launcher.forks.close()
+
+
+# --- the spare: a monitor forked ahead ----------------------------------------------------
+
+def the_spare(z, timeout: float = 15.0):
+    """The zygote's one child while no job runs: its spare, once it waits for a job."""
+    def waiting():
+        kids = psutil.Process(z.pid).children()
+        if len(kids) == 1 and kids[0].status() == psutil.STATUS_SLEEPING \
+                and not kids[0].children():
+            return kids[0]
+        return None
+    return wait_until(waiting, timeout=timeout, what="the zygote's spare")
+
+
+def test_a_job_starts_in_the_spare_forked_ahead(tmp_path, forks):
+    assert forks.start()
+    z = forks.zygote
+    spare = the_spare(z)
+    assert spare.ppid() == z.pid and os.getsid(spare.pid) == spare.pid   # detached already
+    spec_path, p = write_spec(tmp_path, 20, ["true"])
+    child = forks.spawn(spec_path)
+    assert child.pid == spare.pid
+    assert child.start is not None and abs(spare.create_time() - child.start) < 1.0
+    wait_until(lambda: child.poll() is not None, what="the monitor's end")
+    assert child.returncode == 0
+    assert json.loads(p.job_status(20).read_text())["exit_code"] == 0
+    assert json.loads(p.job_pidfile(20).read_text())["monitor_pid"] == spare.pid
+    nxt = the_spare(z)                                  # the next one, forked at once
+    assert nxt.pid != spare.pid
+
+
+def test_a_killed_spare_is_replaced_and_jobs_still_start(tmp_path, forks, monkeypatch):
+    monkeypatch.setattr(zygote, "RESTART_MIN_SECS", 0.0)
+    assert forks.start()
+    z = forks.zygote
+    spare = the_spare(z)
+    spare.kill()
+    wait_until(lambda: gone(spare.pid), what="the spare's death")
+    spec_path, p = write_spec(tmp_path, 21, ["true"])
+    child = forks.spawn(spec_path)          # the spare, dead, reaped or not: a fork
+    assert isinstance(child, zygote.ZygoteChild) and child.pid != spare.pid
+    wait_until(lambda: p.job_status(21).exists(), what="the job's end")
+    assert json.loads(p.job_status(21).read_text())["exit_code"] == 0
+    assert the_spare(z).pid != spare.pid
+
+
+def test_a_closed_zygote_leaves_no_spare_behind(tmp_path, forks):
+    assert forks.start()
+    spare = the_spare(forks.zygote)
+    forks.close()
+    assert gone(spare.pid)
+
+
+def test_without_spares_each_monitor_is_forked_on_request(tmp_path, monkeypatch):
+    monkeypatch.setattr(zygote, "SPARE", False)
+    code = ("import sys\n"
+            "from gflow.launcher import zygote\n"
+            "zygote.SPARE = False\n"
+            "sys.exit(zygote.main())\n")
+    monkeypatch.setattr(zygote._Zygote, "command", [sys.executable, "-c", code])
+    server = zygote.ForkServer()
+    try:
+        assert server.start()
+        z = server.zygote
+        wait_until(lambda: z.ready, what="the zygote to be ready")
+        time.sleep(0.2)
+        assert psutil.Process(z.pid).children() == []
+        spec_path, p = write_spec(tmp_path, 22, ["true"])
+        child = server.spawn(spec_path)
+        assert isinstance(child, zygote.ZygoteChild)
+        wait_until(lambda: p.job_status(22).exists(), what="the job's end")
+    finally:
+        server.close()
+
+
+def test_an_idle_spare_ends_with_its_killed_zygote(tmp_path, forks):
+    assert forks.start()
+    z = forks.zygote
+    spare = the_spare(z)
+    os.kill(z.pid, signal.SIGKILL)
+    wait_until(lambda: gone(spare.pid), timeout=10, what="the orphaned spare to exit")
