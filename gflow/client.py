@@ -126,6 +126,10 @@ class _HttpConnection:
 
     def request(self, method: str, path: str, data: Optional[bytes],
                 headers: dict) -> tuple[int, dict, bytes]:
+        self.send(method, path, data, headers)
+        return self.receive(method)
+
+    def send(self, method: str, path: str, data: Optional[bytes], headers: dict) -> None:
         if self.sock is None:
             self.sock = self._connect()
             self.reader = io.BufferedReader(_SocketReader(self.sock))
@@ -137,6 +141,9 @@ class _HttpConnection:
         lines += [f"{k}: {v}" for k, v in headers.items()]
         lines.append(f"Content-Length: {len(data or b'')}")
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (data or b""))
+
+    def receive(self, method: str) -> tuple[int, dict, bytes]:
+        """The answer to the request sent last (`method` is that request's)."""
         status_line = self.reader.readline(65537)
         if not status_line:
             raise _Disconnected()
@@ -229,6 +236,7 @@ class Client:
         self.unix_socket = unix_socket
         self.trusted_users = tuple(trusted_users)
         self._conn: Optional[_HttpConnection] = None
+        self._prefetched: Optional[str] = None   # a GET sent ahead, its answer not read
 
     @classmethod
     def from_config(cls, config, timeout: Optional[float] = 60) -> "Client":
@@ -255,30 +263,72 @@ class Client:
         return self.unix_socket or f"{self.host}:{self.port}"
 
     def close(self) -> None:
+        self._prefetched = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def _connection(self) -> _HttpConnection:
+        if self._conn is None:
+            self._conn = _HttpConnection(self.host, self.port, self.timeout,
+                                         self.unix_socket, self.trusted_users)
+        return self._conn
+
+    def prefetch(self, path: str, query: Optional[dict] = None) -> None:
+        """Send `GET path?query` now: the same request() later reads its answer instead
+        of sending it, so the caller works while the daemon answers. A failure here is
+        left for that request() to meet (it then sends the request itself)."""
+        if self._prefetched is not None:
+            return
+        path = _with_query(path, query)
+        try:
+            self._connection().send("GET", path, None, {"accept": "*/*"})
+            self._prefetched = path
+        except Exception:
+            self.close()
+        except BaseException:
+            self.close()
+            raise
+
+    def _prefetched_answer(self, method: str, path: str, data) -> Optional[tuple]:
+        """The answer to a prefetched GET if this is that request, else None (a prefetch
+        not asked for is dropped with its connection)."""
+        pending, self._prefetched = self._prefetched, None
+        if method != "GET" or path != pending or data is not None:
+            self.close()
+            return None
+        try:
+            return self._conn.receive(method)
+        except (_Disconnected, BrokenPipeError, ConnectionResetError):
+            self.close()            # closed by the server: sent again, as request() does
+            return None
+        except OSError as exc:      # a timeout, say: not waited for twice
+            self.close()
+            raise ConnectionFailed(f"{CONNECT_HELP}\n({exc})") from None
+        except BaseException:
+            self.close()
+            raise
 
     def request(self, method: str, path: str, body: Any = None,
                 query: Optional[dict] = None, raw: bool = False) -> tuple[int, Any]:
         """(status, decoded body), or the body's bytes with `raw`; raises ConnectionFailed
         when the daemon is unreachable."""
-        if query:
-            items = {k: v for k, v in query.items() if v is not None}
-            if items:
-                path += "?" + urlencode(items)
+        path = _with_query(path, query)
         want_raw = raw
         headers = {"accept": "*/*"}
         data = None
         if body is not None:
             data = json.dumps(body).encode()
             headers["content-type"] = "application/json"
+        answer = (self._prefetched_answer(method, path, data)
+                  if self._prefetched is not None else None)
         for attempt in (0, 1):
-            if self._conn is None:
-                self._conn = _HttpConnection(self.host, self.port, self.timeout,
-                                             self.unix_socket, self.trusted_users)
+            if answer is not None:
+                status, resp_headers, raw = answer
+                break
             try:
-                status, resp_headers, raw = self._conn.request(method, path, data, headers)
+                status, resp_headers, raw = self._connection().request(method, path, data,
+                                                                       headers)
                 break
             except (ConnectionRefusedError, _socket.gaierror, FileNotFoundError):
                 self.close()
@@ -363,6 +413,11 @@ class Client:
 
     def action(self, job_id: int, action: str) -> tuple[int, Any]:
         return self.request("POST", f"/jobs/{job_id}/{action}")
+
+
+def _with_query(path: str, query: Optional[dict]) -> str:
+    items = {k: v for k, v in query.items() if v is not None} if query else None
+    return path + "?" + urlencode(items) if items else path
 
 
 def error_text(status: int, body: Any) -> str:

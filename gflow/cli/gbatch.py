@@ -267,14 +267,8 @@ def base_job(args, user: str) -> dict:
         "state": "Queued", "gpu_ids": None, "submitted_at": None, "started_at": None,
         "finished_at": None, "reason": None,
         # Ours: a root daemon runs the job as its submitter, with the submitter's umask.
-        "umask": current_umask(),
+        "umask": gbatch_more.current_umask(),
     }
-
-
-def current_umask() -> int:
-    mask = os.umask(0o022)      # reading the umask means setting it: put it back at once
-    os.umask(mask)
-    return mask
 
 
 def write_stdin_script(content: str) -> str:
@@ -447,9 +441,11 @@ def check_project(config, project: Optional[str]) -> None:
                            + ", ".join(policy.known_projects))
 
 
+@gbatch_more.as_command          # the installed command exits without the teardown
 @guarded
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    early = gbatch_more.prefetch_dependency(argv, current_user(), Client)  # see there
     parser = build_parser()
     special = special_command(parser, argv)
     if special is not None:
@@ -500,7 +496,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     # config module need not be loaded (~12 ms); the daemon checks the policy anyway.
     address = None if args.config else _fast_address()
     if address is not None:
-        config, client = None, Client.from_env(*address)
+        config, client = None, early or Client.from_env(*address)
     else:
         config = load_config(args.config)
         client = Client.from_config(config)

@@ -1,4 +1,4 @@
-"""`gbatch` options of issue 17: `--begin`, `--max-retries`, `--notify-email/--notify-on`, Slurm-style `--depends-on afterok:ID`, and misused subcommands refused."""
+"""`gbatch` options of issue 17: `--begin`, `--max-retries`, `--notify-email/--notify-on`, Slurm-style `--depends-on afterok:ID`, and misused subcommands refused; its start-up shortcuts of issue 21 (the `@` lookup sent ahead, the exit without teardown)."""
 
 from __future__ import annotations
 
@@ -50,6 +50,70 @@ def refuse_misused(command: list) -> None:
         raise CommandError(f"Error: `gbatch {word}` would submit a job that runs `{word}`; "
                            f"gbatch only submits jobs: use {MISUSED[word]} (to run a program "
                            f"named {word}, give its path: gbatch ./{word})")
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)      # reading the umask means setting it: put it back at once
+    os.umask(mask)
+    return mask
+
+
+DEPENDS_ON = ("-d", "--depends-on", "--dependency")
+
+
+def prefetch_dependency(argv: list, user: str, client_class):
+    """For `--depends-on @` (or `@~N`) without a config file: a client that has already
+    sent that lookup, before the options are even parsed, so the daemon answers while
+    gbatch builds the job; None otherwise. `argv` is only scanned, not parsed: the
+    lookup's answer is used only if the parsed options ask the very same (Client.prefetch),
+    so a wrong guess costs one unread lookup."""
+    if any(w in ("-h", "--help", "-V", "--version") or (
+            len(w.split("=", 1)[0]) > 3 and "--config".startswith(w.split("=", 1)[0]))
+           for w in argv):
+        return None
+    text = None
+    for i, word in enumerate(argv):
+        name = word.split("=", 1)[0]
+        if word == "--":
+            return None
+        if word in DEPENDS_ON and i + 1 < len(argv):
+            text = argv[i + 1]
+        elif name in DEPENDS_ON[1:] and "=" in word:
+            text = word.split("=", 1)[1]
+        if text is not None:
+            break
+    text = (text or "").strip()
+    if not text.startswith("@") or ":" in text:
+        return None
+    from gflow.cli.common import _fast_address
+    address = _fast_address()
+    if address is None:
+        return None
+    client = client_class.from_env(*address)
+    client.prefetch("/jobs/resolve-dependency", {"username": user, "shorthand": text})
+    return client
+
+
+def as_command(main):
+    """`main`, which as the installed `gbatch` command (run by its console script) ends
+    the process once its answer is out: what is registered for exit still runs, but
+    not the interpreter's teardown of every module (2.5 to 4 ms of a ~30 ms command)."""
+    def entry(argv=None):
+        rc = main(argv)
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None) or ""
+        if argv is None and os.path.basename(main_file) == "gbatch":
+            import atexit
+            atexit._run_exitfuncs()
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError, AttributeError):
+                    pass
+            os._exit(rc if isinstance(rc, int) else int(rc is not None))
+        return rc
+    entry.__wrapped__ = main
+    entry.__doc__ = main.__doc__
+    return entry
 
 
 def is_slurm_dependency(text: str) -> bool:

@@ -752,6 +752,9 @@ class Recorder:
     def resolve(self, user, shorthand):
         return 5
 
+    def prefetch(self, path, query=None):     # gbatch -d @ asks ahead; resolve() answers
+        pass
+
     def request(self, method, path, body=None, query=None):
         assert (method, path) == ("GET", "/info")   # gbatch's GPU count check (issue 23)
         return 200, {"gpus": [{"index": i} for i in range(4)], "allowed_gpu_indices": None}

@@ -60,6 +60,7 @@ def _serve(listener: socket.socket, replies: dict) -> None:
 @pytest.mark.parametrize("tool,args,expected", [
     ("gqueue", ["-a"], "No jobs found."),
     ("gbatch", ["true"], "Submitted batch job 7 (gflow-job-7)"),
+    ("gbatch", ["--depends-on", "@", "true"], "Submitted batch job 7 (gflow-job-7)"),
 ])
 def test_first_request_imports_nothing_heavy(tmp_path, tool, args, expected):
     home = tmp_path / "h"
@@ -71,7 +72,8 @@ def test_first_request_imports_nothing_heavy(tmp_path, tool, args, expected):
         pytest.skip("temporary directory too deep for a Unix socket path")
     listener.bind(path)
     listener.listen(4)
-    replies = {("GET", "/jobs"): [], ("POST", "/jobs"): {"id": 7, "run_name": "gflow-job-7"}}
+    replies = {("GET", "/jobs"): [], ("POST", "/jobs"): {"id": 7, "run_name": "gflow-job-7"},
+               ("GET", "/jobs/resolve-dependency"): {"job_id": 6}}
     thread = threading.Thread(target=_serve, args=(listener, replies), daemon=True)
     thread.start()
     env = {"HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
