@@ -446,6 +446,10 @@ def main(ctx: WorkerContext, ready=None) -> None:
     # the new scheduler first); the state is ours only once it has exited.
     hold_worker_lock(paths.data_dir / "scheduler.lock")
     memory_mb = total_memory_mb()
+    # Listening before the load: the API and the launcher connect meanwhile (their
+    # reconnect back-off would otherwise add up to 0.1 s to a restart); what they send
+    # waits in the inbox for the loop's first step.
+    hub = Hub(ctx.address, ctx.authkey)
 
     def load_core() -> SchedulerCore:
         """The durable state, as a fresh core (also after a commit failed: see rollback)."""
@@ -471,7 +475,6 @@ def main(ctx: WorkerContext, ready=None) -> None:
              core.mode)
     if core.load_note:
         log.warning("while loading the state: %s", core.load_note)
-    hub = Hub(ctx.address, ctx.authkey)
     signal_ready(ready)
 
     def wake_on_stop() -> None:       # the loop may be waiting on its inbox
