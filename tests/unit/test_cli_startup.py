@@ -13,6 +13,8 @@ import threading
 
 import pytest
 
+from http_stub import read_request
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Costly to import and not needed to send one request over the Unix socket: dataclasses
@@ -40,19 +42,11 @@ def _serve(listener: socket.socket, replies: dict) -> None:
         except OSError:
             return
         with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            head, _, body = data.partition(b"\r\n\r\n")
-            length = int(next((line.split(b":")[1] for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), b"0"))
-            while len(body) < length:
-                body += conn.recv(65536)
-            method, path = head.split(b" ")[:2]
-            reply = json.dumps(replies[(method.decode(), path.decode().split("?")[0])]).encode()
+            request = read_request(conn)
+            if request is None:
+                continue
+            method, path = request[:2]
+            reply = json.dumps(replies[(method, path.split("?")[0])]).encode()
             conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
                          b"content-length: %d\r\nconnection: close\r\n\r\n" % len(reply) + reply)
 

@@ -16,6 +16,7 @@ import pytest
 
 from gflow.cli import gbatch_more
 from gflow.client import Client, ConnectionFailed
+from http_stub import read_request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -46,18 +47,10 @@ class Stub:
         data = b""
         with conn:
             while True:
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    data += chunk
-                head, _, data = data.partition(b"\r\n\r\n")
-                length = int(next((line.split(b":")[1] for line in head.split(b"\r\n")
-                                   if line.lower().startswith(b"content-length:")), b"0"))
-                while len(data) < length:
-                    data += conn.recv(65536)
-                body, data = data[:length], data[length:]
-                method, path = head.decode().split(" ")[:2]
+                request = read_request(conn, data)
+                if request is None:
+                    return
+                method, path, body, data = request
                 self.seen.append((n, method, path, json.loads(body) if body else None))
                 reply = json.dumps(self.replies[(method, path.split("?")[0])]).encode()
                 try:
@@ -98,8 +91,11 @@ def test_a_prefetch_nobody_asks_for_is_dropped(stub):
     client.prefetch("/jobs/resolve-dependency", {"username": "u", "shorthand": "@"})
     assert client.resolve("u", "@~2") == 41         # another question: asked afresh
     assert client.submit({"command": "x"})["id"] == 42
-    assert [(n, m) for n, m, _, _ in server.seen] == [(1, "GET"), (2, "GET"), (2, "POST")]
-    assert server.seen[1][2].endswith("shorthand=%40~2")
+    # Each connection has its own server thread: only the order within one is fixed.
+    by_connection = {n: [(m, p) for k, m, p, _ in server.seen if k == n] for n in (1, 2)}
+    assert [m for m, _ in by_connection[1]] == ["GET"] and len(server.seen) == 3
+    assert [m for m, _ in by_connection[2]] == ["GET", "POST"]
+    assert by_connection[2][0][1].endswith("shorthand=%40~2")
 
 
 def test_a_prefetch_that_cannot_be_sent_fails_like_the_request_itself(tmp_path):
