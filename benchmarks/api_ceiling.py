@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -92,8 +93,9 @@ def serve(layer: str) -> None:
 
 
 def measure(layer: str, seconds: float, connections: int) -> float:
+    # Its own session: the scheduler stand-in it forks goes with it (killpg below).
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.api_ceiling", "--serve", layer],
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         port = int(proc.stdout.readline())
         body = json.dumps(job_body("true", gpus=64)).encode()
@@ -103,7 +105,7 @@ def measure(layer: str, seconds: float, connections: int) -> float:
             raise SystemExit(f"{layer}: {res['bad']} bad answers, {res['ok']} good")
         return res["ok"] / res["seconds"]
     finally:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
 
