@@ -377,6 +377,7 @@ class SchedulerCore(AccessGuard, features.FeatureOps, JobOps, ReservationOps, Gp
         return out
 
     last_pass_secs: Optional[float] = None
+    last_full_pass_secs = 0.0           # re-planning every queued job (service.py's tick)
 
     def format_clock(self, t: float) -> str:
         """HH:MM in the configured timezone (local time when none is set); with the date
@@ -392,11 +393,13 @@ class SchedulerCore(AccessGuard, features.FeatureOps, JobOps, ReservationOps, Gp
     def run_pass(self) -> policy.Decision:
         if self._prepare_pass():
             return policy.Decision()            # the pass itself at a later call
-        started = time.perf_counter()
+        full, started = self.pass_needed or self.protecting, time.perf_counter()
         try:
             return self._run_pass()
         finally:
             self.last_pass_secs = time.perf_counter() - started
+            if full:
+                self.last_full_pass_secs = self.last_pass_secs
 
     # A full pass first builds the candidate of every queued job that has none (after a
     # load, all: 0.3 s at 100k jobs), PREPARE_SLICE per run_pass call (a loop step), so

@@ -390,3 +390,30 @@ def test_caps_are_configurable(core, tmp_path):
         "`env` is 51 bytes; at most 50 are accepted ([api] max_env_bytes)")
     assert client.post("/jobs", json={"command": "x", "env": {"K": "v" * 47}}) \
         .status_code == 201
+
+
+def test_the_safety_pass_takes_at_most_a_hundredth_of_the_time(tmp_path, monkeypatch):
+    """Issue 21: the periodic pass re-plans every queued job (0.1-0.2 s at 100k): it comes
+    every periodic_pass_secs, or every 100 times its last duration when that is longer."""
+    from gflow.scheduler import service
+    core = make_core(tmp_path, FakeClock())
+    loop = loop_for(core)
+    now = [1000.0]
+    monkeypatch.setattr(service.time, "time", lambda: now[0])
+    period = core.config.scheduler.periodic_pass_secs
+    for full_pass_secs, expected in ((0.001, period), (0.2, 20.0)):
+        core.last_full_pass_secs = full_pass_secs
+        loop.next_periodic = 0.0
+        core.pass_needed = False
+        loop._tick()
+        assert core.pass_needed
+        assert loop.next_periodic == now[0] + max(period, expected)
+        core.pass_needed = False
+        now[0] = loop.next_periodic - 0.01            # not yet due: no pass
+        loop._tick()
+        assert not core.pass_needed
+    core.pass_needed = True                          # a full pass records its duration
+    core.run_pass()
+    while core._unprepared is not None:
+        core.run_pass()
+    assert 0 < core.last_full_pass_secs < 1
