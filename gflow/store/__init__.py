@@ -8,13 +8,13 @@
 #   fastload.py   state.msgpack.jobs: our own snapshot's jobs again, in the fastest form
 #   store.py      the Store class that ties them together
 # Import order follows the layering inside the package: snapshot and fileio import
-# nothing from it, fastload only snapshot, wal and recovery those, store all of them.
+# nothing from it, fastload only those two, wal and recovery those, store all of them.
 
 from gflow.store.fileio import trim_heap
 from gflow.store.recovery import JOURNAL_NAME, encode_journal
 from gflow.store.snapshot import (
     LEGACY_NAME, RUNTIME_EXTRA_KEYS, RUNTIME_KEYS, SNAPSHOT_NAME, SPEC_EXTRA_KEYS, SPEC_KEYS,
-    STATE_VERSION, StoreState, encode_snapshot, normalize_job, normalize_reservation,
+    STATE_VERSION, StoreState, normalize_job, normalize_reservation,
     state_path_for,
 )
 from gflow.store.store import Store
@@ -23,6 +23,6 @@ from gflow.store.wal import WAL_NAME
 __all__ = [
     "JOURNAL_NAME", "LEGACY_NAME", "RUNTIME_EXTRA_KEYS", "RUNTIME_KEYS", "SNAPSHOT_NAME",
     "SPEC_EXTRA_KEYS", "SPEC_KEYS", "STATE_VERSION", "Store", "StoreState", "WAL_NAME",
-    "encode_journal", "encode_snapshot", "normalize_job", "normalize_reservation",
+    "encode_journal", "normalize_job", "normalize_reservation",
     "state_path_for", "trim_heap",
 ]

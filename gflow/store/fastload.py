@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import marshal
 import operator
-import os
 import sys
 import zlib
 from dataclasses import fields
@@ -40,6 +39,7 @@ from typing import Any, Optional
 import msgpack
 
 from gflow.models import Job, JobState, _pair_fast, job_from_trusted_wire, share_strings
+from gflow.store.fileio import replace_unsynced
 from gflow.store.snapshot import StoreState, pair_job, parse_state, unpack
 
 FAST_NAME = "state.msgpack.jobs"
@@ -154,23 +154,8 @@ def write(data_dir: Path, top: dict, snapshot_sum: Optional[bytes]) -> None:
     its sum could not be written, so the file would never be used). Best effort: when
     anything fails, no file is left that could be taken for this state.msgpack.
     Runs in the background snapshot writer too: no logging, no locks, no imports."""
-    path = data_dir / FAST_NAME
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        if snapshot_sum is None:
-            raise ValueError("no sum")
-        data = encode(top, snapshot_sum)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        data = None if snapshot_sum is None else encode(top, snapshot_sum)
     except Exception:  # noqa: BLE001 - best effort: the next load reads state.msgpack
-        for p in (tmp, path):
-            try:
-                os.unlink(p)
-            except OSError:
-                pass
+        data = None
+    replace_unsynced(data_dir / FAST_NAME, data)

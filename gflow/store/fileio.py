@@ -49,6 +49,33 @@ def trim_heap() -> None:
 _libc = None
 
 
+def replace_unsynced(path: Path, data: Optional[bytes]) -> bool:
+    """Best effort, never fsynced: `path` becomes `data` for every reader at once (a temp
+    file renamed over it); True if it did. When that fails, or `data` is None, nothing is
+    left at `path` (nor the temp file): it is for files that describe another one (the
+    snapshot's sum, its load cache), where a stale copy must never remain."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        if data is None:
+            raise FileNotFoundError("nothing to write")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        for p in (tmp, path):
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+        return False
+
+
 def pwrite_all(fd: int, data: bytes, offset: int) -> None:
     """pwrite until every byte is written (pwrite may write fewer than asked)."""
     view = memoryview(data)

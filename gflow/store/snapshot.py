@@ -469,13 +469,9 @@ def state_path_for(data_dir: Path) -> str:
     return os.path.join(os.path.abspath(data_dir), LEGACY_NAME)
 
 
-def encode_snapshot(state: StoreState, data_dir: Path) -> bytes:
-    """state.msgpack's bytes: 0.4.13's version-4 layout, our extras as extra keys."""
-    return msgpack.packb(snapshot_map(state, data_dir), use_bin_type=True)
-
-
 def snapshot_map(state: StoreState, data_dir: Path) -> dict:
-    """What encode_snapshot packs."""
+    """state.msgpack's content (msgpack.packb makes its bytes): 0.4.13's version-4 layout,
+    our extras as extra keys."""
     jobs, next_job_id = _positional_jobs(state)
     specs, runtimes = [], []
     for job in jobs:

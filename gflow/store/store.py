@@ -33,7 +33,7 @@ import msgpack
 
 from gflow.errors import StoreError
 from gflow.store import background, fastload, recovery
-from gflow.store.fileio import atomic_write, fsync_dir, gc_paused
+from gflow.store.fileio import atomic_write, fsync_dir, gc_paused, replace_unsynced
 from gflow.store.recovery import JOURNAL_NAME, encode_journal
 from gflow.store.snapshot import (
     LEGACY_NAME, SNAPSHOT_NAME, SUM_NAME, StoreState, next_reservation_id, snapshot_map,
@@ -191,13 +191,7 @@ class Store:
                          fsync=self.fsync, check_fault=self._check_fault)
         else:
             with gc_paused():
-                top = snapshot_map(state, self.data_dir)
-                data = msgpack.packb(top, use_bin_type=True)
-            atomic_write(self.snapshot_path, data, "snapshot", fsync=self.fsync,
-                         check_fault=self._check_fault)
-            with gc_paused():
-                fastload.write(self.data_dir, top, self._write_sum(data))
-            del top
+                self._write_snapshot_files(state)
             # The journal goes before the WAL: if we die in between, the WAL still holds
             # every change since the journal was written, so replay repairs the merge.
             recovery.truncate_journal(self.journal_path, fsync=self.fsync,
@@ -235,7 +229,12 @@ class Store:
         return True
 
     def _write_in_child(self, make_state: Callable[[], StoreState]) -> None:
-        top = snapshot_map(make_state(), self.data_dir)
+        self._write_snapshot_files(make_state())
+
+    def _write_snapshot_files(self, state: StoreState) -> None:
+        """state.msgpack (atomic, fsynced as configured), then its sum and its load cache
+        (best effort): what a snapshot writes, in the loop or in the background writer."""
+        top = snapshot_map(state, self.data_dir)
         data = msgpack.packb(top, use_bin_type=True)
         atomic_write(self.snapshot_path, data, "snapshot", fsync=self.fsync,
                      check_fault=self._check_fault)
@@ -296,23 +295,8 @@ class Store:
         load need not check its jobs again; returns the sum, None when it failed. Best
         effort and never fsynced: a missing or stale sum only sends the next load down the
         checked path (and makes fastload's copy of the jobs unusable)."""
-        path = self.data_dir / SUM_NAME
-        tmp = path.with_name(path.name + ".tmp")
         data_sum = snapshot_sum(data)
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, data_sum)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except OSError:
-            try:
-                os.unlink(path)         # never a sum that might describe another file
-            except OSError:
-                pass
-            return None
-        return data_sum
+        return data_sum if replace_unsynced(self.data_dir / SUM_NAME, data_sum) else None
 
     def close(self) -> None:
         """Release the WAL file; records not yet committed are dropped (never acknowledged).
