@@ -111,7 +111,6 @@ class SchedulerCore(AccessGuard, features.FeatureOps, JobOps, ReservationOps, Gp
         self.pass_needed = False
         self._wire_cache: dict[int, bytes] = {}
         self._cand_cache: dict[int, policy.Candidate] = {}
-        self._listing: Optional[bytes] = None      # GET /jobs without filters, encoded
         self._cold: set[int] = set()                # jobs whose JSON is not cached yet
         # Jobs submitted since the last pass: when nothing else changed, a pass only
         # has to place these (nothing was freed that the older queued jobs could use).
@@ -193,11 +192,10 @@ class SchedulerCore(AccessGuard, features.FeatureOps, JobOps, ReservationOps, Gp
         return self.mode != "read_only"
 
     def changed(self, job_id: int) -> None:
-        """Forget what was derived from a job (its JSON, its candidate, the full listing)."""
+        """Forget what was derived from a job (its JSON, its candidate)."""
         self._wire_cache.pop(job_id, None)
         self._cold.add(job_id)
         self._cand_cache.pop(job_id, None)
-        self._listing = None
 
     def save_job(self, job: Job) -> None:
         self.changed(job.id)

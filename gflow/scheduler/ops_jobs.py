@@ -25,7 +25,6 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-
 def json_array(items: list[bytes]) -> bytes:
     """`[a,b,...]` from encoded JSON values with one copy of the whole: `b"[" + join + b"]"`
     made three, and each 72 MB copy (100k jobs) is fresh memory to fault in (~40 ms)."""
@@ -34,6 +33,7 @@ def json_array(items: list[bytes]) -> bytes:
     items[0] = b"[" + items[0]
     items[-1] = items[-1] + b"]"
     return b",".join(items)
+
 
 class JobOps:
     """Mixed into `SchedulerCore`: these handlers use its state (jobs, indexes, caches) and
