@@ -53,7 +53,7 @@ def open_executor(ctx, local_factory) -> Executor:
     (it lives in service.py with the monitors it starts)."""
     kind = ctx.config.executor.kind
     if kind == "slurm":
-        from gflow.launcher.service import build_argv, build_env
+        from gflow.launcher.jobcmd import build_argv, build_env
         from gflow.launcher.slurm.executor import SlurmExecutor, instance_name
         return SlurmExecutor(ctx.paths, ctx.config,
                              instance=instance_name(ctx.paths.data_dir),

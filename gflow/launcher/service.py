@@ -17,8 +17,7 @@ import psutil
 
 from gflow.ipc import HubClient
 from gflow.launcher import attempts, cgroup, diagnose, runas, safefs, strays, suspend, zygote
-from gflow.launcher.jobcmd import (LaunchError, build_argv, build_env,  # noqa: F401
-                                   direct_words, substitute_parameters)
+from gflow.launcher.jobcmd import LaunchError, build_argv, build_env, direct_words
 from gflow.launcher.notify_socket import bind_notify_socket, notify_address
 from gflow.workerproc import (WorkerContext, hold_worker_lock, setup_worker, signal_ready,
                               stop_event_on)

@@ -12,7 +12,7 @@ import time
 import psutil
 import pytest
 
-from gflow.launcher.service import LaunchError, build_argv, build_env, substitute_parameters
+from gflow.launcher.jobcmd import LaunchError, build_argv, build_env, substitute_parameters
 from launcher_helpers import make_launcher, paths_in
 
 
