@@ -102,14 +102,8 @@ def as_command(main):
         rc = main(argv)
         main_file = getattr(sys.modules.get("__main__"), "__file__", None) or ""
         if argv is None and os.path.basename(main_file) == "gbatch":
-            import atexit
-            atexit._run_exitfuncs()
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except (OSError, ValueError, AttributeError):
-                    pass
-            os._exit(rc if isinstance(rc, int) else int(rc is not None))
+            from gflow.procexit import exit_now
+            exit_now(rc if isinstance(rc, int) else int(rc is not None))
         return rc
     entry.__wrapped__ = main
     entry.__doc__ = main.__doc__

@@ -384,15 +384,8 @@ def run_foreground(args, config, overrides) -> int:
     # Stopped: the workers are joined, the lock released and the sockets closed. Exit
     # now rather than after the interpreter's teardown (tens of milliseconds that
     # `gflowd down`, which waits for this process to end, would wait too).
-    import atexit
-    atexit._run_exitfuncs()     # what registered for exit still runs (coverage, say)
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code)
+    from gflow.procexit import exit_now
+    exit_now(code)
 
 
 def wait_gone(pid: int, timeout: float) -> bool:

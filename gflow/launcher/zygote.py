@@ -43,6 +43,8 @@ import time
 import weakref
 from typing import Optional
 
+from gflow.procexit import exit_now
+
 # Switch: False starts every monitor as a new interpreter (Popen), as before the zygote.
 ENABLED = True
 # The zygote keeps one monitor forked ahead (a "spare", detached and waiting on a pipe
@@ -310,14 +312,7 @@ def _run_monitor(spec_path: str) -> None:
     except BaseException:
         rc = 1
     finally:
-        try:            # what the interpreter's exit would do (coverage saves its data)
-            import atexit
-            atexit._run_exitfuncs()
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except BaseException:
-            pass
-        os._exit(rc)
+        exit_now(rc)    # what the interpreter's exit would do (coverage saves its data)
 
 
 def _child(spec_path: str) -> None:

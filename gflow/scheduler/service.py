@@ -12,6 +12,7 @@ import time
 from gflow.errors import StoreError
 from gflow.ipc import Hub
 from gflow.models import FINAL_STATES, JobState
+from gflow.procexit import exit_now
 from gflow.scheduler.begin import arm_begin
 from gflow.scheduler.core import SchedulerCore, error
 from gflow.store.fileio import gc_paused
@@ -519,7 +520,4 @@ def main(ctx: WorkerContext, ready=None) -> None:
     # Everything is durable (the WAL fsynced, a snapshot written if one was due); what is
     # left is freeing every job one by one at interpreter exit (a quarter second at 100k
     # jobs), which the master and `gflowd down` would wait for.
-    import atexit
-    atexit._run_exitfuncs()     # what registered for exit still runs (coverage, say)
-    logging.shutdown()
-    os._exit(0)
+    exit_now(0)
