@@ -343,7 +343,7 @@ def _spare(inp: int) -> None:
                 os._exit(0)
             data += chunk
         os.close(inp)
-        spec_path = os.fsdecode(bytes.fromhex(data.decode("ascii")))
+        spec_path = _spec_path(data)
     except BaseException:
         os._exit(1)
     _run_monitor(spec_path)
@@ -400,12 +400,17 @@ def _reap(out: int) -> set:
         _say(out, f"x {pid} {os.waitstatus_to_exitcode(status)}")
 
 
+def _spec_path(line: bytes) -> str:
+    """The spec path a request line names (hex, see the protocol); ValueError if none."""
+    return os.fsdecode(bytes.fromhex(line.decode("ascii")))
+
+
 def _start(line: bytes, spare: Optional[_Spare]) -> str:
     """Start the monitor of one request: through the spare if it takes it, else forked
     now. The answer for the launcher."""
     from gflow.launcher import monitor
     try:
-        spec_path = os.fsdecode(bytes.fromhex(line.decode("ascii")))
+        spec_path = _spec_path(line)
     except ValueError:
         if spare is not None:
             spare.retire()      # (it ends unused: nothing else could have been sent it)
