@@ -423,16 +423,20 @@ def wait_gone(pid: int, timeout: float) -> bool:
             os.close(pidfd)
 
 
+def refuse_unnamed(pid: int, command: str) -> None:
+    """The lock is held but names no pid yet (a daemon starting this instant): never
+    kill(-1), which would signal every process of this account."""
+    if pid <= 0:
+        raise CommandError("gflowd is starting (its lock file names no pid yet): "
+                           f"run `gflowd {command}` again in a moment")
+
+
 def cmd_down(args) -> int:
     pid = running_pid(paths().lock_file)
     if pid is None:
         print("gflowd is not running.")
         return 0
-    if pid <= 0:
-        # The lock is held but names no pid yet (a daemon starting this instant):
-        # never kill(-1), which would signal every process of this account.
-        raise CommandError("gflowd is starting (its lock file names no pid yet): "
-                           "run `gflowd down` again in a moment")
+    refuse_unnamed(pid, "down")
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -498,9 +502,7 @@ def cmd_reload(args) -> int:
     pid = running_pid(p.lock_file)
     if pid is None:
         raise CommandError("gflowd is not running; start it with `gflowd up`")
-    if pid <= 0:                        # never kill(-1): see cmd_down
-        raise CommandError("gflowd is starting (its lock file names no pid yet): "
-                           "run `gflowd reload` again in a moment")
+    refuse_unnamed(pid, "reload")
     overrides = overrides_from(args)
     if overrides:
         path = p.data_dir / "reload-overrides.json"
