@@ -132,3 +132,17 @@ def test_the_launcher_offers_the_words_and_the_monitor_execs_them(tmp_path):
         launcher.forks.close()
     assert jobcmd.direct_words(["bash", "-c", "a b", "extra"]) is None
     assert jobcmd.direct_words(["/x/script.sh"]) is None
+
+
+def test_a_job_run_as_another_account_always_goes_through_bash(monkeypatch, tmp_path):
+    """The direct exec is for the daemon's own account only: a job run as its submitter
+    keeps `bash -c` (the account's start-up is bash's to do)."""
+    started = []
+    monkeypatch.setattr(monitor.subprocess, "Popen",
+                        lambda argv, **kw: started.append((argv, kw.get("executable"))))
+    spec = {"argv": ["bash", "-c", "sleep 1"], "direct": ["sleep", "1"], "cwd": str(tmp_path)}
+    options = {"env": {"PATH": "/usr/bin:/bin"}}
+    monitor.start_job(spec, options, account=object())
+    assert started == [(["bash", "-c", "sleep 1"], None)]
+    monitor.start_job(spec, options, account=None)        # the daemon's own: direct
+    assert started[1][0] == ["sleep", "1"] and started[1][1].endswith("/sleep")
