@@ -106,10 +106,13 @@ async def scenario(daemon):
             listed = await call(session, "list_jobs")
             assert {j["id"] for j in listed["jobs"]} >= {job, big}
 
-            # Cancel both; a second cancel is refused with a sentence, not a crash.
+            # Cancel both, the queued one first: cancelling the running job frees GPU 0,
+            # and `big` (a `true`) would start and finish before its own cancel.
+            # A second cancel is refused with a sentence, not a crash.
+            queued = await call(session, "cancel", job_id=big)
+            assert queued["state_before"] == "Queued" and queued["state"] == "Cancelled"
             done = await call(session, "cancel", job_id=job)
             assert done["state_before"] == "Running" and done["state"] == "Cancelled"
-            assert (await call(session, "cancel", job_id=big))["state"] == "Cancelled"
             is_error, text = result(await session.call_tool("cancel", {"job_id": job}))
             assert is_error and "is Cancelled" in text, text
             why = await call(session, "explain", job_id=job)
