@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
@@ -14,6 +13,36 @@ TEXT = "text/plain; charset=utf-8"
 # Bodies from this size on (job listings) reach waitress as a file it reads from in
 # place: handed over as bytes, it would first copy the whole body into its own buffer.
 FILE_BODY_MIN = 256 * 1024
+
+
+class BufferFile:
+    """A read-only, seekable file over a buffer whose reads are views into it: waitress
+    sends a large body from it in place (BytesIO would copy a bytearray, and the bytes
+    it returns from read() are copies too)."""
+
+    def __init__(self, buffer):
+        self._view = memoryview(buffer)
+        self._pos = 0
+
+    def read(self, size: int = -1) -> memoryview:
+        end = len(self._view) if size is None or size < 0 else self._pos + size
+        chunk = self._view[self._pos:end]
+        self._pos += len(chunk)
+        return chunk
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = (0, self._pos, len(self._view))[whence]
+        self._pos = max(0, min(len(self._view), base + offset))
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seekable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._view, self._pos = memoryview(b""), 0     # views handed out stay valid
 
 
 class ApiError(Exception):
@@ -32,13 +61,12 @@ def respond(status: int, body: Any = None, *, text: bool = False) -> Response:
         return Response("" if body is None else str(body), status=status, mimetype=None,
                         content_type=TEXT if body is not None else None)
     if isinstance(body, (bytes, bytearray)):
-        data = bytes(body)
-        if len(data) >= FILE_BODY_MIN:
-            # BytesIO shares the bytes object (no copy).
-            resp = Response(wrap_file(request.environ, io.BytesIO(data)), status=status,
+        if len(body) >= FILE_BODY_MIN:
+            resp = Response(wrap_file(request.environ, BufferFile(body)), status=status,
                             content_type=JSON, direct_passthrough=True)
-            resp.content_length = len(data)
+            resp.content_length = len(body)
             return resp
+        data = bytes(body)
     else:
         data = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
     return Response(data, status=status, content_type=JSON)

@@ -493,6 +493,28 @@ def test_private_logs_are_for_owner_and_admins(tmp_path, clock):
     assert pub_other.get(f"/jobs/{pub_id}/log").status_code == 200
 
 
+def test_a_buffer_file_gives_waitress_the_body_in_order_however_it_sends():
+    """waitress reads a chunk, sends part of it, then skips what was sent: the body it
+    sends from a BufferFile over a bytearray is the bytearray, for any partial sends."""
+    import random
+    from waitress.buffers import ReadOnlyFileBasedBuffer
+    from gflow.api.replies import BufferFile
+    data = bytearray(random.Random(7).randbytes(100_003))
+    buf = ReadOnlyFileBasedBuffer(BufferFile(data))
+    assert buf.prepare(len(data)) == len(data)
+    sent, rng = bytearray(), random.Random(3)
+    while len(buf):
+        chunk = buf.get(rng.randrange(1, 9000))
+        n = rng.randrange(0, len(chunk) + 1)           # a partial send, or none
+        sent += chunk[:n]
+        buf.skip(n, True)
+    assert sent == data
+    assert bytes(BufferFile(data).read()) == data
+    f = BufferFile(data)
+    f.seek(-3, 2)
+    assert f.tell() == len(data) - 3 and bytes(f.read(10)) == data[-3:]
+
+
 def test_a_large_listing_is_served_from_a_file_wrapper_with_its_length(client, monkeypatch):
     """Large JSON bodies reach waitress as a file (no copy into its buffer): the body, its
     Content-Length and HEAD's headers are what a bytes body would give."""

@@ -7,6 +7,8 @@ import queue
 import threading
 import time
 
+import pytest
+
 from gflow.ipc import OUT_OF_BAND_MIN, Hub, OutOfBand, RequestClient, recv_message, send_message
 from multiprocessing import Pipe
 
@@ -20,11 +22,39 @@ def test_a_large_trailing_bytes_payload_is_sent_as_a_raw_frame_and_put_back():
     big = os.urandom(OUT_OF_BAND_MIN) + b"end"
     sender = threading.Thread(target=send_message, args=(a, ("rep", 7, 200, big)))
     sender.start()
-    # What is on the wire: the pickled head with a marker, then the payload raw.
+    # What is on the wire: the pickled head with a marker naming the size, then the
+    # payload's bytes as they are (no frame header of their own).
     head = b.recv()
     assert head[:3] == ("rep", 7, 200) and isinstance(head[3], OutOfBand)
-    assert b.recv_bytes() == big
+    assert head[3].size == len(big)
+    raw = b""
+    while len(raw) < len(big):
+        raw += os.read(b.fileno(), len(big) - len(raw))
+    assert raw == big
     sender.join()
+    assert not b.poll(0)            # nothing else was written
+
+
+def test_recv_message_puts_a_raw_payload_back_between_other_messages():
+    a, b = Pipe()
+    big = os.urandom(3 * OUT_OF_BAND_MIN + 5)
+    msgs = [("rep", 1, 200, b"small"), ("rep", 2, 200, big), ("events", [1]),
+            ("rep", 3, 200, big[::-1])]
+    sender = threading.Thread(target=lambda: [send_message(a, m) for m in msgs])
+    sender.start()
+    got = [recv_message(b) for _ in msgs]
+    sender.join()
+    assert got == msgs
+    assert type(got[1][-1]) is bytearray      # read in place, not copied to bytes
+
+
+def test_a_channel_closed_inside_a_raw_payload_is_an_eof_not_a_short_message():
+    a, b = Pipe()
+    a.send(("rep", 1, 200, OutOfBand(10)))
+    os.write(a.fileno(), b"12345")
+    a.close()
+    with pytest.raises(EOFError):
+        recv_message(b)
 
 
 def test_small_payloads_and_other_messages_are_unchanged():
