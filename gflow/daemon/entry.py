@@ -1,4 +1,4 @@
-"""What a spawned worker process runs: its module is imported there, not in the master."""
+"""What a worker process runs: its module is imported there, not in the master."""
 
 # The master used to import each worker's module to hand its `main` to multiprocessing,
 # which pickles a function by name only: the child imports the module anyway. That cost
@@ -6,6 +6,13 @@
 # on every start. The child imports this small module instead, then the worker's.
 
 from __future__ import annotations
+
+import os
+import select
+import sys
+from typing import Optional
+
+PR_SET_PDEATHSIG = 1
 
 
 def run_worker(name: str, *args, **kwargs) -> None:
@@ -16,3 +23,67 @@ def run_worker(name: str, *args, **kwargs) -> None:
     else:
         from gflow.api.service import main
     main(*args, **kwargs)
+
+
+def child_main() -> None:
+    """The worker started by gflow.daemon.spawn: read (name, sys.path, master pid), then
+    its arguments, from stdin; sockets and the ready pipe arrive as inherited fds."""
+    import pickle
+    stdin = os.fdopen(0, "rb", closefd=False)
+    name, sys.path[:], master = pickle.load(stdin)
+    from gflow.workerproc import tune_malloc
+    tune_malloc()                   # before any thread: one malloc arena for them all
+    exit_with(master, name)
+    # Only now: unpickling the context imports gflow.config from the master's sys.path.
+    args, fds = pickle.load(stdin)
+    # Jobs and helpers started from here must not read the master's pipe.
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    run_worker(name, *args, **_inherited(fds))
+
+
+def _inherited(fds: dict) -> dict:
+    """Keyword arguments from inherited fds: `ready` (a pipe's write end) and, for the
+    API, `listen_socket` and `unix_socket`."""
+    import socket
+    from multiprocessing.connection import Connection
+    kwargs = {}
+    for key, fd in fds.items():
+        if fd is None:
+            kwargs[key] = None
+        elif key == "ready":
+            kwargs[key] = Connection(fd, readable=False)
+        else:
+            kwargs[key] = socket.socket(fileno=fd)
+    return kwargs
+
+
+def exit_with(master: int, name: str) -> None:
+    """Exit when the master dies, even by SIGKILL, so that no orphan keeps serving the
+    port: at once (a thread waits on a pidfd of the master) and by SIGTERM (PDEATHSIG,
+    also where there are no pidfds). If it is gone already, go now."""
+    import ctypes
+    import signal
+    import threading
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+    try:
+        pidfd: Optional[int] = os.pidfd_open(master)
+    except (AttributeError, OSError):   # Linux < 5.3, or the master is gone
+        pidfd = None
+    if os.getppid() != master:          # it died before prctl took effect
+        os._exit(0)
+    if pidfd is None:
+        return
+
+    def wait_master() -> None:
+        select.select([pidfd], [], [])
+        import logging
+        logging.getLogger("gflow").warning("master exited; %s worker exiting", name)
+        os._exit(0)
+
+    threading.Thread(target=wait_master, name="master-watch", daemon=True).start()

@@ -6,20 +6,19 @@ import errno
 import fcntl
 import json
 import logging
-import multiprocessing
 import os
 import signal
 import socket
 import time
 from dataclasses import replace
-from multiprocessing.connection import wait
+from multiprocessing.connection import Pipe, wait
 from typing import Callable, Optional
 
 from gflow import __version__
-from gflow.daemon.entry import run_worker
 from gflow.daemon.listeners import (
     StartupError, open_listener, open_unix_listener, remove_unix_socket, socket_path,
 )
+from gflow.daemon.spawn import WorkerProcess, start_worker
 from gflow.gpu import check_fake_gpus
 from gflow.identity import is_loopback
 from gflow.ipc import channel_address
@@ -212,7 +211,7 @@ def wait_orphans(recorded: dict, timeout: float = ORPHAN_WAIT_SECS) -> None:
 class Worker:
     def __init__(self, name: str):
         self.name = name
-        self.process: Optional[multiprocessing.Process] = None
+        self.process: Optional[WorkerProcess] = None
         self.ready = None                   # the reading end of its "I serve" pipe
         self.failures: list[float] = []
         self.restart_at: Optional[float] = None
@@ -236,7 +235,6 @@ class Master:
         self.level_for = level_for
         self._log_checked = 0.0
         self.gpus_from_cli = gpus_from_cli
-        self.mp = multiprocessing.get_context("spawn")
         self.workers = {name: Worker(name) for name in WORKERS}
         self.signals: list[int] = []
         self.listener: Optional[socket.socket] = None
@@ -281,14 +279,15 @@ class Master:
 
     def start_process(self, name: str):
         """Start one worker process; returns it and the reading end of its ready pipe."""
-        reader, writer = self.mp.Pipe(duplex=False)
-        args: tuple = (name, self.ctx)
+        reader, writer = Pipe(duplex=False)
+        fds = {"ready": writer.fileno()}
         if name == "api":
-            args = (name, self.ctx, self.listener, self.unix_listener)
-        proc = self.mp.Process(target=run_worker, args=args,
-                               kwargs={"ready": writer}, name=name, daemon=False)
-        proc.start()
-        writer.close()
+            fds["listen_socket"] = self.listener.fileno()
+            fds["unix_socket"] = self.unix_listener.fileno() if self.unix_listener else None
+        try:
+            proc = start_worker(name, (self.ctx,), fds)
+        finally:
+            writer.close()
         log.info("started %s worker pid=%d", name, proc.pid)
         return proc, reader
 
