@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 from gflow import __version__
 from gflow.models import (
     FINAL_STATES, Job, JobState, Reservation, can_transition,
-    job_from_trusted_wire, job_to_wire, reservation_from_wire, reservation_to_wire, shared_str,
+    job_from_trusted_wire, job_to_wire, reservation_from_wire, reservation_to_wire,
 )
 from gflow.identity import Caller
 from gflow.scheduler import features, policy
@@ -29,6 +29,7 @@ from gflow.scheduler.ops_jobs import ACTION_TARGET, MAX_BATCH, MAX_PROJECT_LEN, 
 from gflow.scheduler.ops_executor import ExecutorOps
 from gflow.scheduler.ops_reservations import ReservationOps
 from gflow.scheduler.ops_status import StatusOps
+from gflow.scheduler.passes import PassOps
 from gflow.scheduler.reply import Reply, error
 
 # Names that lived here before the request handlers moved out; callers still import them
@@ -57,7 +58,7 @@ def _log_transition(job: Job, src: JobState, dst: JobState, now: float) -> None:
 
 
 class SchedulerCore(AccessGuard, features.FeatureOps, JobOps, ReservationOps, GpuOps,
-                    GpuInsightOps, StatusOps, ExecutorOps):
+                    GpuInsightOps, StatusOps, ExecutorOps, PassOps):
     """State, transitions, dispatch and the scheduling pass; the request handlers (`op_*`)
     come from the ops mixins, one module per resource, behind the access guard."""
 
@@ -333,49 +334,7 @@ class SchedulerCore(AccessGuard, features.FeatureOps, JobOps, ReservationOps, Gp
                                            + policy.never_reason(cand, bad))
                     self.changed(child.id)
 
-    # --- the scheduling pass -----------------------------------------------------
-
-    def _candidate(self, job: Job) -> policy.Candidate:
-        cand = self._cand_cache.get(job.id)
-        if cand is None:
-            cand = self._cand_cache[job.id] = self._make_candidate(job)
-        return cand
-
-    def _make_candidate(self, job: Job) -> policy.Candidate:
-        return policy.Candidate(
-            id=job.id, user=job.submitted_by, priority=job.priority, gpus=job.gpus,
-            shared=job.is_shared, gpu_memory_mb=job.gpu_memory_limit_mb,
-            memory_mb=job.memory_limit_mb, time_limit=job.time_limit,
-            deps=tuple(job.all_dependencies()), dep_mode_any=job.dependency_mode == "Any",
-            auto_cancel=job.auto_cancel_on_dependency_failure, group_id=job.group_id,
-            max_concurrent=job.max_concurrent, **self.candidate_extras(job),
-            queued_since=self.queued_since.get(job.id, job.submitted_at or 0.0))
-
-    def _dep_states(self, cands) -> dict:
-        out = {}
-        for c in cands:
-            for d in c.deps:
-                dep = self.jobs.get(d)
-                out[d] = dep.state.value if dep else "Cancelled"
-        return out
-
-    def occupants(self) -> list:
-        out = []
-        for jid in self.running | self.draining:
-            job = self.jobs[jid]
-            out.append(policy.Occupant(
-                id=job.id, user=job.submitted_by, gpu_ids=tuple(job.gpu_ids or ()),
-                shared=job.is_shared, gpu_memory_mb=job.gpu_memory_limit_mb,
-                memory_mb=job.memory_limit_mb, group_id=job.group_id, project=job.project,
-                # Where a reservation lies ahead, a GPU is free again when its job's
-                # limit ends; a stopped job's process is gone soon, but when is unknown.
-                ends_at=(job.started_at + job.time_limit if job.state == JobState.RUNNING
-                         and job.time_limit is not None and job.started_at is not None
-                         else None)))
-        return out
-
-    last_pass_secs: Optional[float] = None
-    last_full_pass_secs = 0.0           # re-planning every queued job (service.py's tick)
+    # --- the scheduling pass (its steps are in passes.py) -----------------------------
 
     def format_clock(self, t: float) -> str:
         """HH:MM in the configured timezone (local time when none is set); with the date
@@ -387,89 +346,6 @@ class SchedulerCore(AccessGuard, features.FeatureOps, JobOps, ReservationOps, Gp
             tz = ZoneInfo(self.config.timezone)
         far = abs(t - self.clock()) >= 86400
         return datetime.fromtimestamp(t, tz=tz).strftime("%Y-%m-%d %H:%M" if far else "%H:%M")
-
-    def run_pass(self) -> policy.Decision:
-        if self._prepare_pass():
-            return policy.Decision()            # the pass itself at a later call
-        full, started = self.pass_needed or self.protecting, time.perf_counter()
-        try:
-            return self._run_pass()
-        finally:
-            self.last_pass_secs = time.perf_counter() - started
-            if full:
-                self.last_full_pass_secs = self.last_pass_secs
-
-    # A full pass first builds the candidate of every queued job that has none (after a
-    # load, all: 0.3 s at 100k jobs), PREPARE_SLICE per run_pass call (a loop step), so
-    # that requests are answered in between; next_deadline() keeps the loop from sleeping.
-    PREPARE_SLICE = 4000
-    _unprepared: Optional[list] = None
-
-    def _prepare_pass(self) -> bool:
-        """True when this call built a slice of candidates instead of running the pass."""
-        todo = self._unprepared
-        if todo is None:
-            if (self.external or not (self.pass_needed or self.protecting)
-                    or len(self.queued) - len(self._cand_cache) <= self.PREPARE_SLICE):
-                return False
-            todo = self._unprepared = [i for i in self.queued if i not in self._cand_cache]
-        elif not todo:                          # the last slice was built by the last call
-            self._unprepared = None
-            return False
-        for jid in (j for j in todo[-self.PREPARE_SLICE:] if j in self.queued):
-            self._candidate(self.jobs[jid])
-        del todo[-self.PREPARE_SLICE:]
-        return True
-
-    @property
-    def pass_wanted(self) -> bool:
-        return self.pass_needed or bool(self.new_since_pass)
-
-    def _run_pass(self) -> policy.Decision:
-        if self.external:
-            return self.handover_pass()         # Slurm places the jobs (ops_executor.py)
-        self.update_reservations()
-        full = self.pass_needed or self.protecting
-        pool = self.queued if full else (self.new_since_pass & self.queued)
-        self.pass_needed = False
-        self.new_since_pass = set()
-        cands = [self._candidate(self.jobs[i]) for i in pool]
-        allowed = (None if self.allowed_gpu_indices is None
-                   else frozenset(self.allowed_gpu_indices))
-        shuffle = (self.rng.shuffle if self.config.daemon.gpu_allocation_strategy == "random"
-                   else None)
-        decision = policy.plan(policy.PolicyInput(
-            candidates=cands, occupants=self.occupants(), dep_states=self._dep_states(cands),
-            gpus=self.gpu_view, allowed=allowed, total_memory_mb=self.total_memory_mb,
-            reservations=self.policy_reservations(), now=self.clock(),
-            starvation_secs=self.config.scheduler.starvation_secs, shuffle=shuffle,
-            quotas=self.effective_quotas(), shares=self.fair_shares()))
-        self.after_pass(decision, full)         # begin-time wake-up, waiting reasons
-        if full:
-            self.protecting = decision.protecting
-        self.cancel_for_dependencies(decision.cancels)
-        for job_id, (_code, detail) in decision.waiting.items():
-            job = self.jobs[job_id]
-            if job.reason_detail != detail:      # ephemeral: recomputed every pass
-                job.reason_detail = shared_str(detail)      # one copy for many jobs
-                self.changed(job_id)
-        for job_id, gpu_ids in decision.starts:
-            job = self.jobs[job_id]
-            job.gpu_ids = list(gpu_ids)
-            self.transition(job, JobState.RUNNING)
-            self.launcher_outbox.append(("start", self.launch_spec(job)))
-        return decision
-
-    def cancel_for_dependencies(self, cancels: list) -> None:
-        """The pass's (job id, failed parent) pairs: queued jobs whose dependency can
-        never be met, cancelled with the parent named, and their dependents after them."""
-        for job_id, parent in cancels:
-            job = self.jobs[job_id]
-            if job.state == JobState.QUEUED:
-                self.transition(job, JobState.CANCELLED, reason={"DependencyFailed": parent},
-                                detail="dependency " + policy.never_reason(
-                                    self._candidate(job), parent))
-                self.cascade_from(job)
 
     def launch_spec(self, job: Job) -> dict:
         return {
@@ -489,8 +365,8 @@ class SchedulerCore(AccessGuard, features.FeatureOps, JobOps, ReservationOps, Gp
     # --- time limits ---------------------------------------------------------------
 
     def next_deadline(self) -> Optional[float]:
-        if self._unprepared is not None:
-            return self.clock()                 # a pass is being prepared: no sleep
+        if self._unprepared is not None or self._steps is not None:
+            return self.clock()                 # a pass is being prepared or run: no sleep
         deadlines = [self.jobs[i].started_at + self.jobs[i].time_limit for i in self.running
                      if self.jobs[i].time_limit is not None and self.jobs[i].started_at]
         return min(deadlines) if deadlines else None

@@ -53,17 +53,19 @@ class FeatureOps(BeginOps, RetryOps, QuotaOps, SuspendOps, FairShareOps):
                                      if k in deps and v != "afterok"}
 
     def after_pass(self, decision, full: bool) -> None:
-        """Remember when the first begin time is due (the worker arms a wake-up for it)
-        and which queued jobs wait for a reason gqueue names (BeginTime, Quota)."""
+        """Remember when the first begin time is due (the worker arms a wake-up for it);
+        a job the pass starts waits for nothing any more."""
         wake = decision.wake_at
         if not full and self.wake_at is not None and (wake is None or self.wake_at < wake):
             wake = self.wake_at          # an incremental pass saw only the new jobs
         self.wake_at = wake
-        for job_id, (code, _detail) in decision.waiting.items():
-            self._set_pending_reason(self.jobs[job_id],
-                                     code if code in SHOWN_REASONS else None)
         for job_id, _gpus in decision.starts:
             self._set_pending_reason(self.jobs[job_id], None)
+
+    def note_waiting(self, job: Job, code: str) -> None:
+        """A queued job the pass leaves waiting: whether for a reason gqueue names
+        (BeginTime, Quota)."""
+        self._set_pending_reason(job, code if code in SHOWN_REASONS else None)
 
     def _set_pending_reason(self, job: Job, reason: Optional[str]) -> None:
         if job.pending_reason != reason:

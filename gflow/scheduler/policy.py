@@ -48,6 +48,8 @@ The rules, in the order one pass applies them:
 from __future__ import annotations
 
 import math
+from itertools import chain
+from operator import attrgetter
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -344,6 +346,56 @@ class _Quotas:
 
 
 def plan(inp: PolicyInput) -> Decision:
+    return run_steps(plan_steps(inp))
+
+
+def run_steps(steps):
+    """What a `plan_steps` generator returns, all its steps run at once."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def _ordered(inp: PolicyInput, every: Optional[int]):
+    """Generator: the candidates in rule 2's order (its return value). They are grouped
+    by all of the order but the id, `every` at a time (a yield after each), and each group
+    is sorted by id when the walk reaches it: no step sorts them all, and a group is in
+    order already when the candidates come in id order (as the core gives them)."""
+    shares, cands = inp.shares, inp.candidates
+    bonus: dict = {}                    # time limit -> its bonus (few distinct limits)
+    groups: dict = {}
+    size = every or max(len(cands), 1)
+    for i in range(0, len(cands), size):
+        if i:
+            yield
+        for c in cands[i:i + size]:
+            b = bonus.get(c.time_limit)
+            if b is None:
+                b = bonus[c.time_limit] = time_bonus(c.time_limit)
+            key = ((-c.priority, -b) if shares is None
+                   else (-c.priority, shares.get(c.user, 0.0), -b))
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [c]
+            else:
+                group.append(c)
+    return chain.from_iterable(_by_id(groups[k]) for k in sorted(groups))
+
+
+def _by_id(group: list) -> list:
+    group.sort(key=_ID)
+    return group
+
+
+_ID = attrgetter("id")
+
+
+def plan_steps(inp: PolicyInput, every: Optional[int] = None):
+    """`plan` as a generator that yields after every `every` candidates (never if None)
+    and returns the Decision, so that a caller can do other work between its steps; its
+    decision is the same however it is sliced."""
     decision = Decision()
     allowed_gpus = [g for g in sorted(inp.gpus, key=lambda g: g.index)
                     if inp.allowed is None or g.index in inp.allowed]
@@ -415,15 +467,17 @@ def plan(inp: PolicyInput) -> Decision:
             return "can never run: its group's limit is 0 (raise it with gctl set-limit)"
         return None
 
-    if inp.shares is None:
-        ordered = sorted(inp.candidates, key=order_key)
-    else:
-        ordered = sorted(inp.candidates, key=lambda c: (
-            -c.priority, inp.shares.get(c.user, 0.0), -time_bonus(c.time_limit), c.id))
+    ordered = yield from _ordered(inp, every)
     ahead = 0
     protect_gpus = False
     protect_memory = False
+    left = every
     for c in ordered:
+        if left is not None:
+            left -= 1
+            if not left:
+                left = every
+                yield
         status, parent = dependency_status(c, inp.dep_states)
         if held_back(c, status, parent, inp.now, decision):
             continue
