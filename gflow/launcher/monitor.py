@@ -245,14 +245,6 @@ def main(argv: list[str]) -> int:
         os.close(log_fd)
         return finish(detail=refused)
 
-    try:
-        # No job runs unless its spec survives a crash (the launcher's adoption: a
-        # missing spec means "never started"). The launcher syncs it meanwhile.
-        safefs.sync(argv[1])
-    except OSError as exc:
-        _say(log_fd, f"gflow: job {job_id} not started: cannot sync its spec: {exc}")
-        os.close(log_fd)
-        return finish(detail=f"could not start: cannot sync the job's spec: {exc}")
     options: dict = dict(cwd=spec["cwd"], env=runas.job_environment(spec["env"], account),
                          stdin=subprocess.DEVNULL, stdout=log_fd, stderr=subprocess.STDOUT,
                          process_group=0, close_fds=True)

@@ -85,24 +85,6 @@ def write_json_atomic(path, data, before_sync=None, durable: bool = True) -> Non
         os.close(dfd)
 
 
-def sync(path) -> None:
-    """fsync a file written earlier (never through a symlink), then its directory."""
-    directory, name = _split(path)
-    dfd = open_dir(directory)
-    try:
-        fd = os.open(name, _READ_FLAGS, dir_fd=dfd)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.fsync(dfd)
-        except OSError:
-            pass
-    finally:
-        os.close(dfd)
-
-
 def read_json(path):
     """The JSON in `path`, or None if it is missing, unreadable, not a regular file or
     a symlink (a planted link must not make us read someone else's "status")."""

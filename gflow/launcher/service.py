@@ -16,7 +16,8 @@ from typing import Optional
 import psutil
 
 from gflow.ipc import HubClient
-from gflow.launcher import attempts, cgroup, diagnose, runas, safefs, strays, suspend, zygote
+from gflow.launcher import (attempts, boots, cgroup, diagnose, runas, safefs, strays, suspend,
+                            zygote)
 from gflow.launcher.jobcmd import LaunchError, build_argv, build_env, direct_words
 from gflow.launcher.notify_socket import bind_notify_socket, notify_address
 from gflow.workerproc import (WorkerContext, hold_worker_lock, setup_worker, signal_ready,
@@ -54,6 +55,10 @@ class Tracked:
     strays_found: int = 0
 
 
+RESTARTED_DETAIL = ("not started again: the machine restarted after its start was ordered, "
+                    "and whether it ran is unknown")
+
+
 class Launcher:
     def __init__(self, paths, config, notify_address: str,
                  cgroup_base: Optional[str] = None):
@@ -71,6 +76,8 @@ class Launcher:
         self.base_env = dict(os.environ)
         # Monitors are forked by a pre-imported zygote (zygote.py), else started by Popen.
         self.forks = zygote.ForkServer() if zygote.ENABLED else None
+        # Specs are not fsynced: after a machine restart a missing one proves nothing.
+        self.boots = boots.BootRecord(paths.data_dir / "launcher.boot")
 
     # --- commands from the scheduler ----------------------------------------------
 
@@ -130,11 +137,11 @@ class Launcher:
                 "umask": spec.get("umask"), "memory_limit_mb": spec.get("memory_limit_mb"),
                 "cgroup_base": self.cgroup_base, "pids_max": cgroup.PIDS_MAX,
                 "attempt": attempts.attempt_of(spec), "direct": direct_words(argv), **files}
-            # Made durable while the monitor gets ready: the monitor syncs it again (by
-            # then cheaply) before the job starts, so no job runs without a durable spec.
+            # Not fsynced (an fsync of a file just renamed waits for a journal commit, on
+            # every start): the page cache keeps it through any process's death, and
+            # adoption after a machine restart does not trust its absence (boots.py).
             safefs.write_json_atomic(files["spec_path"], monitor_spec, durable=False)
-            child = (self.forks.spawn(files["spec_path"], lambda: safefs.sync(files["spec_path"]))
-                     if self.forks else zygote.NOT_SENT)
+            child = (self.forks.spawn(files["spec_path"]) if self.forks else zygote.NOT_SENT)
             if child is zygote.NOT_SENT:
                 child = subprocess.Popen(
                     [sys.executable, "-m", "gflow.launcher.monitor", files["spec_path"]],
@@ -165,11 +172,14 @@ class Launcher:
             files = self._files(job_id)
             if (not os.path.exists(files["spec_path"])
                     or attempts.stale_spec(files["spec_path"], spec)):
-                if spec.get("stopping"):
-                    # Stopped before the launcher ever got to start it.
+                if spec.get("stopping") or self.boots.restarted:
+                    # Stopped before the launcher ever got to start it; or the machine
+                    # restarted since, and an unsynced spec may be gone although the job
+                    # ran (boots.py): never run a job twice.
                     self.jobs[job_id] = Tracked(spec=spec, launched_at=time.time())
                     self.report(job_id, {"exit_code": None, "finished_at": time.time(),
-                                         "detail": "stopped before it started"})
+                                         "detail": "stopped before it started"
+                                         if spec.get("stopping") else RESTARTED_DETAIL})
                 else:
                     self.start(spec)        # never launched (the daemon stopped first)
                 continue
@@ -181,6 +191,10 @@ class Launcher:
         for job_id in list(self.jobs):
             if job_id not in wanted and self.jobs[job_id].reported:
                 del self.jobs[job_id]
+        try:
+            self.boots.record()
+        except OSError as exc:          # stays "restarted": the safe side
+            log.warning("cannot record this boot in %s: %s", self.boots.path, exc)
         self.check_all()
 
     def _load_pidfile(self, job_id: int, tracked: Tracked, collect: bool = True) -> bool:

@@ -144,18 +144,13 @@ class _Zygote:
             self.children.clear()
         self.replies.put(None)
 
-    def spawn(self, spec_path: str, meanwhile=None):
+    def spawn(self, spec_path: str):
         request = os.fsencode(spec_path).hex().encode() + b"\n"
         try:
             self.proc.stdin.write(request)
             self.proc.stdin.flush()
         except (OSError, ValueError):
             return NOT_SENT
-        if meanwhile is not None:
-            try:
-                meanwhile()
-            except OSError as exc:
-                log.warning("while the zygote forks: %s", exc)
         try:
             reply = self.replies.get(timeout=SPAWN_TIMEOUT_SECS)
         except queue.Empty:
@@ -250,16 +245,14 @@ class ForkServer:
         log.debug("monitor zygote started pid=%d", self.zygote.pid)
         return True
 
-    def spawn(self, spec_path: str, meanwhile=None):
+    def spawn(self, spec_path: str):
         """A ZygoteChild; NOT_SENT (no zygote took it: start it otherwise); UNKNOWN (sent,
-        no answer: a monitor may be running, and must not be started twice).
-        `meanwhile()` runs once the request is sent, before the answer is awaited (its
-        OSError is logged)."""
+        no answer: a monitor may be running, and must not be started twice)."""
         with self.lock:
             self.started = True
             if not self._ensure():
                 return NOT_SENT
-            return self.zygote.spawn(spec_path, meanwhile)
+            return self.zygote.spawn(spec_path)
 
     def maintain(self) -> None:
         """A dead zygote is replaced between jobs, not on the next job's time."""
