@@ -194,9 +194,15 @@ class SchedulerCore(AccessGuard, features.FeatureOps, JobOps, ReservationOps, Gp
 
     def changed(self, job_id: int) -> None:
         """Forget what was derived from a job (its JSON, its candidate)."""
+        self.relabelled(job_id)
+        self._cand_cache.pop(job_id, None)
+
+    def relabelled(self, job_id: int) -> None:
+        """Forget a job's JSON only: what a pass says of a job (its waiting reason) is
+        no input of the pass (100k new reasons made the next pass rebuild 100k
+        candidates, 20-90 ms a slice of 4000)."""
         self._wire_cache.pop(job_id, None)
         self._cold.add(job_id)
-        self._cand_cache.pop(job_id, None)
 
     def save_job(self, job: Job) -> None:
         self.changed(job.id)

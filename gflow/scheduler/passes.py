@@ -27,11 +27,11 @@ class PassOps:
     # A full pass first builds the candidate of every queued job that has none (after a
     # load, all: 0.3 s at 100k jobs), PREPARE_SLICE per run_pass call (a loop step), so
     # that requests are answered in between; next_deadline() keeps the loop from sleeping.
-    PREPARE_SLICE = 4000
+    PREPARE_SLICE = 1000
     _unprepared: Optional[list] = None
     # Then a pass over more queued jobs than this takes this many per run_pass call in
     # each of its phases (a full pass over 100k jobs held the loop 0.1-1 s in one go).
-    PASS_SLICE = 2000
+    PASS_SLICE = 1000
     _steps = None                       # the pass under way (a generator), if any
     _steps_secs = 0.0                   # what its steps took so far
 
@@ -207,7 +207,7 @@ class PassOps:
                 self.note_waiting(job, code)    # features.py: BeginTime, Quota
                 if job.reason_detail != detail:      # ephemeral: recomputed every pass
                     job.reason_detail = shared_str(detail)      # one copy for many jobs
-                    self.changed(job_id)
+                    self.relabelled(job_id)
 
     def cancel_for_dependencies(self, cancels: list) -> None:
         """The pass's (job id, failed parent) pairs: queued jobs whose dependency can

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -74,13 +75,12 @@ def steps_of_pass(core) -> int:
     """Runs one whole pass a step at a time; how many steps it took."""
     steps = 0
     while True:
-        decision_pending = core.run_pass()
+        core.run_pass()
         steps += 1
         if core._steps is None and core._unprepared is None:
             core.store.commit()
             return steps
         assert core.pass_wanted and core.next_deadline() == core.clock()   # no sleep
-        del decision_pending
 
 
 def sliced(monkeypatch, n=3):
@@ -238,3 +238,38 @@ def act(core, what, n):
         submit(core, gpus=n % 3, priority=n % 4)
     elif what == "exit" and jid in core.running:
         core.on_exited(jid, {"exit_code": 0})
+
+
+def test_the_reasons_a_pass_gives_keep_the_candidates(tmp_path):
+    """A waiting reason is no input of the pass: the next pass reuses every candidate
+    (rebuilding 100k of them held the loop 20-90 ms a slice), and listings show it."""
+    core = make_core(tmp_path, FakeClock(T0), gpus="1")
+    ids = [submit(core, gpus=1) for _ in range(4)]
+    core.handle("list_jobs", {})                      # every job's JSON cached
+    steps_of_pass(core)
+    kept = {j: core._cand_cache[j] for j in ids[1:]}
+    shown = json.loads(core.handle("get_job", {"id": ids[1]})[1])["reason_detail"]
+    assert shown == core.jobs[ids[1]].reason_detail == "waiting: 1 GPUs, 0 free"
+    core.pass_needed = True
+    steps_of_pass(core)
+    assert all(core._cand_cache[j] is c for j, c in kept.items())
+
+
+def test_the_loop_does_one_of_a_pass_slice_and_a_chunk_of_encoding(tmp_path, monkeypatch):
+    """Idle time encodes jobs for listings, but not in a step that runs a slice of a pass:
+    both in one step held requests 90 ms at 100k jobs."""
+    from test_api_hardening import loop_for
+    sliced(monkeypatch)
+    core = make_core(tmp_path, FakeClock(T0), gpus="1")
+    for _ in range(8):
+        submit(core, gpus=1)
+    core.store.commit()
+    loop = loop_for(core)
+    warmed = []
+    monkeypatch.setattr(core, "warm_cache", lambda budget: warmed.append(core.pass_wanted))
+    core.pass_needed = True
+    while core.pass_wanted:
+        loop.step(0.0)
+    assert core.running and warmed == []
+    loop.step(0.0)
+    assert warmed == [False]
