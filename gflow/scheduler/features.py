@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from gflow.models import Job, JobState
+from gflow.models import EMPTY_LIST, Job, JobState, own_dict
 from gflow.scheduler.reply import error
 from gflow.scheduler.begin import BeginOps
 from gflow.scheduler.fairshare import FairShareOps
@@ -44,13 +44,13 @@ class FeatureOps(BeginOps, RetryOps, QuotaOps, SuspendOps, FairShareOps):
     def normalize_new(self, job: Job) -> None:
         """A job being admitted (submit, batch, redo): nothing of an earlier life, and
         conditions only for the dependencies it has (afterok, the default, is implied)."""
-        job.attempts = []
+        job.attempts = EMPTY_LIST
         job.suspended_at = None
         job.pending_reason = None
         job.executor_id = None          # set only by the executor's report (ops_executor)
         deps = {str(d) for d in job.all_dependencies()}
-        job.dependency_conditions = {k: v for k, v in job.dependency_conditions.items()
-                                     if k in deps and v != "afterok"}
+        job.dependency_conditions = own_dict((k, v) for k, v in job.dependency_conditions.items()
+                                             if k in deps and v != "afterok")
 
     def after_pass(self, decision, full: bool) -> None:
         """Remember when the first begin time is due (the worker arms a wake-up for it);

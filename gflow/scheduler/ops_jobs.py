@@ -7,7 +7,8 @@ import uuid
 from typing import Any, Optional
 
 from gflow.models import (
-    ACTIVE_STATES, FINAL_STATES, Job, JobState, can_transition, job_from_wire, job_to_wire,
+    ACTIVE_STATES, EMPTY_LIST, FINAL_STATES, Job, JobState, can_transition, job_from_wire,
+    job_to_wire, own_dict, own_list,
 )
 from gflow.scheduler.reply import Reply, error
 
@@ -242,11 +243,11 @@ class JobOps:
         for old in job.all_dependencies():
             self.dependents.get(old, set()).discard(job.id)
         # One dependency list (W19): the legacy field mirrors it instead of lingering.
-        job.depends_on_ids = list(ids)
+        job.depends_on_ids = own_list(ids)
         job.depends_on = ids[0] if len(ids) == 1 else None
         job.dependency_mode = mode if ids else None
-        job.dependency_conditions = {k: v for k, v in job.dependency_conditions.items()
-                                     if int(k) in ids}
+        job.dependency_conditions = own_dict((k, v) for k, v in job.dependency_conditions.items()
+                                             if int(k) in ids)
         for dep in ids:
             self.dependents.setdefault(dep, set()).add(job.id)
 
@@ -339,7 +340,7 @@ class JobOps:
             if overrides.get(key) is not None:
                 setattr(new, key, getattr(over, key))
         if overrides.get("clear_deps"):
-            new.depends_on_ids, new.depends_on, new.dependency_mode = [], None, None
+            new.depends_on_ids, new.depends_on, new.dependency_mode = EMPTY_LIST, None, None
         elif overrides.get("depends_on") is not None:
             dep = overrides["depends_on"]
             if dep not in self.jobs:

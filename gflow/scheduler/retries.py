@@ -20,10 +20,10 @@ class RetryOps:
         if not job.max_retries or len(job.attempts) >= job.max_retries:
             return False
         number = len(job.attempts) + 1
-        job.attempts.append({
+        job.attempts = [*job.attempts, {    # a new list: see models.EMPTY_LIST
             "attempt": number, "state": JobState.FAILED.value, "exit_code": job.exit_code,
             "started_at": time_to_wire(job.started_at), "finished_at": time_to_wire(end),
-            "gpu_ids": list(job.gpu_ids or ()), "detail": detail})
+            "gpu_ids": list(job.gpu_ids or ()), "detail": detail}]
         self.account_run(job, end)                   # fair-share: this run's GPU use
         job.exit_code = job.started_at = job.finished_at = job.gpu_ids = None
         job.suspended_at = None

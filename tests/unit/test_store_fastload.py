@@ -13,7 +13,9 @@ import shutil
 import msgpack
 import pytest
 
-from gflow.models import Job, JobState, job_from_trusted_wire, job_to_wire
+from gflow.models import (
+    EMPTY_DICT, EMPTY_LIST, Job, JobState, job_from_trusted_wire, job_to_wire,
+)
 from gflow.store import SNAPSHOT_NAME, Store, StoreState
 from gflow.store import fastload
 from gflow.store.snapshot import SUM_NAME
@@ -187,7 +189,7 @@ def test_a_job_the_stream_load_would_refuse_leaves_no_copy(tmp_path):
     assert (tmp_path / SNAPSHOT_NAME).exists() and not (tmp_path / FAST).exists()
 
 
-def test_no_list_or_dict_is_shared_between_loaded_jobs(tmp_path):
+def test_no_list_or_dict_that_can_change_is_shared_between_loaded_jobs(tmp_path):
     # Partial records: the snapshot fills the missing keys from one default each.
     write_state(tmp_path, jobs={i: {"id": i, "command": "x", "state": "Queued"}
                                 for i in (1, 2, 3)})
@@ -196,9 +198,16 @@ def test_no_list_or_dict_is_shared_between_loaded_jobs(tmp_path):
         get = (lambda j, k: getattr(j, k)) if isinstance(jobs[0], Job) else dict.get
         for key in ("attempts", "parameters", "depends_on_ids", "dependency_conditions"):
             objs = [get(j, key) for j in jobs]
-            assert len({id(o) for o in objs}) == len(jobs) == 8, key
+            if isinstance(jobs[0], Job):
+                # Empty: the one frozen empty value all jobs share (models.EMPTY_LIST).
+                assert len(jobs) == 8 and all(o is EMPTY_LIST or o is EMPTY_DICT
+                                              for o in objs), key
+            else:
+                assert len({id(o) for o in objs}) == len(jobs) == 8, key
         if isinstance(jobs[0], Job):
-            jobs[0].attempts.append({"attempt": 1})
+            with pytest.raises(TypeError):
+                jobs[0].attempts.append({"attempt": 1})
+            jobs[0].attempts = [*jobs[0].attempts, {"attempt": 1}]     # as retries.py does
             assert all(j.attempts == [] for j in jobs[1:])
 
 
@@ -276,7 +285,10 @@ def test_rows_are_what_the_scheduler_decoder_makes():
         full = pair_job(spec, rt, True)
         row = fastload.wire_row(full)
         assert row == fastload.job_row(job_from_trusted_wire(full))
-        assert [type(x) for x in row] == [type(x) for x in
+        # Rows (what marshal keeps) hold plain empty lists and dicts where the job holds
+        # the shared frozen ones (models.EMPTY_LIST, EMPTY_DICT): job_from_row shares them.
+        plain = {id(EMPTY_LIST): list, id(EMPTY_DICT): dict}
+        assert [type(x) for x in row] == [plain.get(id(x), type(x)) for x in
                                           fastload.job_row(job_from_trusted_wire(full))]
         assert same(fastload.job_from_row(row), job_from_trusted_wire(full))
 
