@@ -9,7 +9,6 @@ import fcntl
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from typing import Optional
@@ -17,29 +16,10 @@ from typing import Optional
 from gflow import __version__
 from gflow.cli.common import CommandError, guarded
 from gflow.cli.gflowd_cleanup import cleanup, cmd_cleanup  # noqa: F401 (gflowd.cleanup: API)
+from gflow.cli.gflowd_start import START_TIMEOUT_SECS, fork_master, start_timeout
 from gflow.client import Client, ConnectionFailed
 from gflow.errors import ConfigError, ParseError
 
-START_TIMEOUT_SECS = 30.0
-# A large state takes longer to load (1M jobs, 670 MB: ~70 s on a loaded 2-core VM):
-# `gflowd up` waits this much longer per byte of state before it gives up.
-LOAD_SECS_PER_BYTE = 1 / 5e6
-
-
-def start_timeout(p) -> float:
-    size = 0
-    wal = os.path.basename(p.wal_file)
-    try:      # the WAL's segments too (state.wal.<n>, left by a background snapshot)
-        segments = [os.path.join(p.data_dir, n) for n in os.listdir(p.data_dir)
-                    if n.startswith(wal + ".") and n[len(wal) + 1:].isdigit()]
-    except OSError:
-        segments = []
-    for path in (p.state_file, p.wal_file, p.legacy_state_file, *segments):
-        try:
-            size += os.path.getsize(path)
-        except OSError:
-            pass
-    return START_TIMEOUT_SECS + size * LOAD_SECS_PER_BYTE
 RELOAD_TIMEOUT_SECS = 120.0
 STOP_TIMEOUT_SECS = 60.0
 
@@ -255,19 +235,13 @@ def cmd_up(args) -> int:
     rotate_log(p.daemon_log, config.logging.max_bytes, config.logging.backups)
     log_fd = os.open(p.daemon_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     offset = os.lseek(log_fd, 0, os.SEEK_END)
-    cmd = [sys.executable, "-m", "gflow.cli.gflowd"]
+    # The master is `gflowd up --foreground --log-file <log>` with these arguments, run
+    # from "/" by a fork of this command (gflowd_start.py says why).
+    args.foreground, args.log_file = True, str(p.daemon_log)
     if args.config:
-        cmd += ["--config", os.path.abspath(args.config)]
-    cmd += ["-v"] * args.verbose + ["-q"] * args.quiet + ["up", "--foreground"]
-    cmd += ["--log-file", str(p.daemon_log)]
-    if args.gpus:
-        cmd += ["--gpus", args.gpus]
-    if args.gpu_allocation_strategy:
-        cmd += ["--gpu-allocation-strategy", args.gpu_allocation_strategy]
-    if args.gpu_poll_interval_secs is not None:
-        cmd += ["--gpu-poll-interval-secs", str(args.gpu_poll_interval_secs)]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
-                            start_new_session=True, close_fds=True, cwd="/")
+        args.config = os.path.abspath(args.config)
+    proc = fork_master(log_fd, guarded(lambda: run_foreground(args, load(args, overrides),
+                                                              overrides)))
     os.close(log_fd)
     timeout = start_timeout(p)
     deadline = time.monotonic() + timeout
