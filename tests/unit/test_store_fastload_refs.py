@@ -75,3 +75,19 @@ def test_a_list_or_dict_shared_when_written_is_never_shared_when_loaded(tmp_path
     got[1].gpu_ids.append(2)
     got[1].attempts[0]["exit_code"] = 9
     assert got[2].gpu_ids == [0, 1] and got[3].attempts[0]["exit_code"] == 1
+
+
+def test_empty_and_filled_containers_come_back_as_the_stream_load_makes_them(tmp_path,
+                                                                           monkeypatch):
+    from gflow.models import EMPTY_DICT, EMPTY_LIST
+    filled = Job(id=1, command="x", depends_on_ids=[7], parameters={"a": "1"},
+                 attempts=[{"attempt": 1}], dependency_conditions={"7": "afterany"})
+    write(tmp_path, {1: job_to_wire(filled, with_env=True),
+                     2: job_to_wire(Job(id=2, command="x"), with_env=True)})
+    got = loaded(tmp_path, monkeypatch)
+    one, two = got[1], got[2]
+    assert (one.depends_on_ids, one.parameters, one.attempts, one.dependency_conditions) == (
+        [7], {"a": "1"}, [{"attempt": 1}], {"7": "afterany"})
+    assert type(one.depends_on_ids) is list and type(one.parameters) is dict
+    assert two.depends_on_ids is EMPTY_LIST and two.attempts is EMPTY_LIST
+    assert two.parameters is EMPTY_DICT and two.dependency_conditions is EMPTY_DICT
