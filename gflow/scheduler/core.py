@@ -371,7 +371,7 @@ class SchedulerCore(AccessGuard, features.FeatureOps, JobOps, ReservationOps, Gp
     # --- time limits ---------------------------------------------------------------
 
     def next_deadline(self) -> Optional[float]:
-        if self._unprepared is not None or self._steps is not None:
+        if self.pass_under_way:
             return self.clock()                 # a pass is being prepared or run: no sleep
         deadlines = [self.jobs[i].started_at + self.jobs[i].time_limit for i in self.running
                      if self.jobs[i].time_limit is not None and self.jobs[i].started_at]

@@ -27,11 +27,11 @@ class PassOps:
     # A full pass first builds the candidate of every queued job that has none (after a
     # load, all: 0.3 s at 100k jobs), PREPARE_SLICE per run_pass call (a loop step), so
     # that requests are answered in between; next_deadline() keeps the loop from sleeping.
-    PREPARE_SLICE = 1000
+    PREPARE_SLICE = 500
     _unprepared: Optional[list] = None
     # Then a pass over more queued jobs than this takes this many per run_pass call in
     # each of its phases (a full pass over 100k jobs held the loop 0.1-1 s in one go).
-    PASS_SLICE = 1000
+    PASS_SLICE = 500
     _steps = None                       # the pass under way (a generator), if any
     _steps_secs = 0.0                   # what its steps took so far
 
@@ -86,6 +86,11 @@ class PassOps:
     @property
     def pass_wanted(self) -> bool:
         return self.pass_needed or bool(self.new_since_pass) or self._steps is not None
+
+    @property
+    def pass_under_way(self) -> bool:
+        """Whether a big pass has begun (its candidates built or it run) in slices."""
+        return self._steps is not None or self._unprepared is not None
 
     def run_pass(self) -> policy.Decision:
         """One step of the pass (all of it when the queue is small): its Decision when

@@ -134,7 +134,13 @@ class SchedulerLoop:
         self._tick()
         core = self.core        # a failed request may have replaced it (_discard_batch)
         if core.pass_wanted:
-            if replies and not getattr(core.store, "pending", True):
+            if replies and core.pass_under_way:
+                # What comes is a slice of a big pass (passes.py): this batch's answers,
+                # made durable first, need not wait for it.
+                self._commit_and_flush(replies)
+                replies = []
+                core = self.core        # a failed commit rebuilds it (_rollback)
+            elif replies and not getattr(core.store, "pending", True):
                 # Nothing this batch did awaits a commit (it only read), so its answers
                 # need not wait for the pass: a pass over 100k queued jobs (the first one
                 # after a start, say) takes a good part of a second.

@@ -273,3 +273,32 @@ def test_the_loop_does_one_of_a_pass_slice_and_a_chunk_of_encoding(tmp_path, mon
     assert core.running and warmed == []
     loop.step(0.0)
     assert warmed == [False]
+
+
+def test_answers_do_not_wait_for_a_slice_of_the_pass_under_way(tmp_path, monkeypatch):
+    """A submit handled while a big pass is under way is made durable and answered
+    before the step runs the next slice; a small pass still goes before the answers,
+    so that a start is committed with the request that made it."""
+    from test_api_hardening import FakePeer, loop_for, run
+    sliced(monkeypatch)
+    core = make_core(tmp_path, FakeClock(T0), gpus="1")
+    for _ in range(8):
+        submit(core, gpus=1)
+    core.store.commit()
+    loop, peer = loop_for(core), FakePeer()
+    core.pass_needed = True
+    loop.step(0.0)
+    assert core.pass_under_way
+    seen = []
+    run_pass = core.run_pass
+    monkeypatch.setattr(core, "run_pass", lambda: (
+        seen.append((dict(peer.replies), core.store.pending)), run_pass())[1])
+    [(status, body)] = run(loop, ("submit", {"command": "x", "submitted_by": "u"}),
+                           peer=peer)
+    assert status == 201 and seen == [({0: (status, body)}, False)]
+    while core.pass_under_way:
+        loop.step(0.0)
+    seen.clear()
+    peer.replies.clear()
+    run(loop, ("submit", {"command": "x", "submitted_by": "u"}), peer=peer)
+    assert seen == [({}, True)]                     # the new job's own pass went first
