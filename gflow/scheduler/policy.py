@@ -360,12 +360,13 @@ def run_steps(steps):
 
 def _ordered(inp: PolicyInput, every: Optional[int]):
     """Generator: the candidates in rule 2's order (its return value). They are grouped
-    by all of the order but the id, `every` at a time (a yield after each), and each group
-    is sorted by id when the walk reaches it: no step sorts them all, and a group is in
-    order already when the candidates come in id order (as the core gives them)."""
+    by all of the order but the id, `every` at a time (a yield after each); a group is
+    sorted by id only if they did not come in id order (the core's do), so that no step
+    sorts them all (100k in one group: 10-60 ms)."""
     shares, cands = inp.shares, inp.candidates
     bonus: dict = {}                    # time limit -> its bonus (few distinct limits)
     groups: dict = {}
+    unsorted: set = set()
     size = every or max(len(cands), 1)
     for i in range(0, len(cands), size):
         if i:
@@ -380,13 +381,11 @@ def _ordered(inp: PolicyInput, every: Optional[int]):
             if group is None:
                 groups[key] = [c]
             else:
+                if c.id < group[-1].id:
+                    unsorted.add(key)
                 group.append(c)
-    return chain.from_iterable(_by_id(groups[k]) for k in sorted(groups))
-
-
-def _by_id(group: list) -> list:
-    group.sort(key=_ID)
-    return group
+    return chain.from_iterable(sorted(groups[k], key=_ID) if k in unsorted else groups[k]
+                               for k in sorted(groups))
 
 
 _ID = attrgetter("id")

@@ -302,3 +302,21 @@ def test_answers_do_not_wait_for_a_slice_of_the_pass_under_way(tmp_path, monkeyp
     peer.replies.clear()
     run(loop, ("submit", {"command": "x", "submitted_by": "u"}), peer=peer)
     assert seen == [({}, True)]                     # the new job's own pass went first
+
+
+def test_what_survives_a_full_collection_is_frozen():
+    """The scheduler worker's gc callback: a full collection's survivors are not walked
+    again by the next one (each walked 100k jobs submitted since the start: 60-90 ms)."""
+    import gc
+    from gflow.scheduler.service import freeze_survivors
+    before = gc.get_freeze_count()
+    kept = [{"job": [i]} for i in range(100)]
+    try:
+        freeze_survivors("start", {"generation": 2})
+        freeze_survivors("stop", {"generation": 1})
+        assert gc.get_freeze_count() == before
+        freeze_survivors("stop", {"generation": 2})
+        assert gc.get_freeze_count() >= before + len(kept)
+    finally:
+        if not before:              # frozen more than before otherwise: harmless here
+            gc.unfreeze()
