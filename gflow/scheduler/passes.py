@@ -1,4 +1,4 @@
-"""The scheduling pass of SchedulerCore, which a big queue runs a slice per worker-loop step so that requests are answered in between.
+"""The scheduling pass of SchedulerCore, run a slice per loop step when the queue is big.
 
 A pass over more than PASS_SLICE queued jobs gathers its candidates, runs the policy
 (`policy.plan_steps`) and applies its decision a slice per `run_pass` call;
@@ -34,6 +34,7 @@ class PassOps:
     PASS_SLICE = 500
     _steps = None                       # the pass under way (a generator), if any
     _steps_secs = 0.0                   # what its steps took so far
+    _pass_full = False                  # whether it re-plans every queued job
 
     # --- its inputs ------------------------------------------------------------------
 

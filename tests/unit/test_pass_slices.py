@@ -1,4 +1,4 @@
-"""A big pass in slices: the policy's decision does not depend on the slicing, and what requests change between the slices is never overruled."""
+"""A big pass in slices: the same decision however sliced, and nothing changed meanwhile overruled."""
 
 from __future__ import annotations
 
