@@ -6,8 +6,10 @@
 # missing on adoption means the start was never carried out and the job is started.
 # After an OS crash or power loss it may have been lost although the job ran (and died
 # with the machine): starting it again would run it twice. So the launcher records the
-# boot it last adopted under (fsynced, once per boot); on adoption in another boot, or
-# with no record, a missing spec means "unknown" and the job is reported, not started.
+# boot it last adopted under (fsynced, once per boot); on adoption in another boot a
+# missing spec means "unknown" and the job is reported, not started. No record at all:
+# no launcher that skips the fsync has run on this data dir (a new one, or one whose
+# launcher synced every spec), so the current boot is recorded before any job starts.
 
 from __future__ import annotations
 
@@ -38,12 +40,20 @@ class BootRecord:
     def __init__(self, path, boot: Optional[str] = None):
         self.path = os.fspath(path)
         self.boot = boot if boot is not None else current_boot()
+        if not os.path.lexists(self.path):
+            self._same = False
+            try:
+                self.record()       # before this launcher starts anything (see above)
+            except OSError:
+                pass                # stays "restarted" (the safe side); adopt() tries again
+            return
         recorded = safefs.read_json(self.path)
         self._same = isinstance(recorded, dict) and recorded.get("boot_id") == self.boot
 
     @property
     def restarted(self) -> bool:
-        """True unless the record names this boot: a spec missing now may have been lost."""
+        """True when the record names another boot (or cannot be read): a spec missing
+        now may have been lost."""
         return not self._same
 
     def record(self) -> None:

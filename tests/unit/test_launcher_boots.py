@@ -11,26 +11,36 @@ from gflow.launcher.service import RESTARTED_DETAIL
 from launcher_helpers import make_launcher
 
 
-def test_the_record_names_the_boot_durably_once(tmp_path, monkeypatch):
+def test_a_new_data_dir_records_its_boot_durably_before_anything_starts(tmp_path,
+                                                                        monkeypatch):
     path = tmp_path / "launcher.boot"
-    record = boots.BootRecord(path, boot="boot-a")
-    assert record.restarted                      # no record: nothing is known
     synced = []
     real = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: synced.append(
         os.readlink(f"/proc/self/fd/{fd}")) or real(fd))
-    record.record()
+    record = boots.BootRecord(path, boot="boot-a")
+    # No record: no launcher that skips the spec's fsync ever ran here.
+    assert not record.restarted
     assert json.loads(path.read_text()) == {"boot_id": "boot-a"}
     # The file before its rename into place, then the directory that holds the rename.
     assert [p.startswith(f"{path}.tmp.") for p in synced] == [True, False]
     assert synced[1] == str(tmp_path)
-    assert not record.restarted
     record.record()                              # once per boot
     assert len(synced) == 2
+
+
+def test_a_record_of_another_boot_holds_until_an_adoption_is_done(tmp_path):
+    path = tmp_path / "launcher.boot"
+    boots.BootRecord(path, boot="boot-a")
     assert not boots.BootRecord(path, boot="boot-a").restarted
+    later = boots.BootRecord(path, boot="boot-b")
+    assert later.restarted
+    again = boots.BootRecord(path, boot="boot-b")   # e.g. a launcher killed before adopting
+    assert again.restarted
+    again.record()
+    assert not again.restarted and not boots.BootRecord(path, boot="boot-b").restarted
+    path.write_text("not json")                  # unreadable: nothing can be trusted
     assert boots.BootRecord(path, boot="boot-b").restarted
-    path.write_text("not json")
-    assert boots.BootRecord(path, boot="boot-a").restarted
 
 
 def test_the_current_boot_is_the_kernels_id():
@@ -39,10 +49,10 @@ def test_the_current_boot_is_the_kernels_id():
         assert boot == f.read().strip() and len(boot) >= 32
 
 
-def launcher_in_boot(tmp_path, boot: str):
-    launcher, rec = make_launcher(tmp_path)
-    launcher.boots = boots.BootRecord(launcher.paths.data_dir / "launcher.boot", boot=boot)
-    return launcher, rec
+def launcher_in_boot(tmp_path, boot: str, monkeypatch):
+    """A launcher as it starts in the boot `boot`."""
+    monkeypatch.setattr(boots, "current_boot", lambda: boot)
+    return make_launcher(tmp_path)
 
 
 def wait_status(launcher, job_id: int) -> dict:
@@ -58,11 +68,11 @@ def job(tmp_path, job_id: int, marker) -> dict:
             "gpu_ids": [], "env": {"PATH": os.environ["PATH"]}}
 
 
-def test_in_the_same_boot_a_missing_spec_means_never_launched(tmp_path):
-    first, _ = launcher_in_boot(tmp_path, "boot-a")
+def test_in_the_same_boot_a_missing_spec_means_never_launched(tmp_path, monkeypatch):
+    first, _ = launcher_in_boot(tmp_path, "boot-a", monkeypatch)
     first.adopt([])                              # a daemon's start records its boot
     first.forks.close()
-    launcher, rec = launcher_in_boot(tmp_path, "boot-a")     # e.g. after kill -9
+    launcher, rec = launcher_in_boot(tmp_path, "boot-a", monkeypatch)     # e.g. after kill -9
     marker = tmp_path / "ran"
     try:
         launcher.adopt([job(tmp_path, 4, marker)])
@@ -72,11 +82,11 @@ def test_in_the_same_boot_a_missing_spec_means_never_launched(tmp_path):
     assert not [m for m in rec.sent if m[0] == "exited"]     # not reported as lost
 
 
-def test_after_a_restart_a_missing_or_stale_spec_is_reported_not_run(tmp_path):
-    first, _ = launcher_in_boot(tmp_path, "boot-a")
+def test_after_a_restart_a_missing_or_stale_spec_is_reported_not_run(tmp_path, monkeypatch):
+    first, _ = launcher_in_boot(tmp_path, "boot-a", monkeypatch)
     first.adopt([])
     first.forks.close()
-    launcher, rec = launcher_in_boot(tmp_path, "boot-b")    # the machine restarted
+    launcher, rec = launcher_in_boot(tmp_path, "boot-b", monkeypatch)    # the machine restarted
     # Job 6's spec is an earlier attempt's: this attempt's spec may have been lost.
     (launcher.paths.logs_dir / "6.spec.json").write_text(json.dumps({"id": 6, "attempt": 1}))
     markers = [tmp_path / "ran-5", tmp_path / "ran-6"]
@@ -93,3 +103,17 @@ def test_after_a_restart_a_missing_or_stale_spec_is_reported_not_run(tmp_path):
     assert not launcher.boots.restarted
     assert json.loads((launcher.paths.data_dir / "launcher.boot").read_text()) == {
         "boot_id": "boot-b"}
+
+
+def test_on_a_new_data_dir_a_job_handed_over_by_adoption_is_started(tmp_path, monkeypatch):
+    """The scheduler may start a job before the launcher's first connection: the job
+    then comes in the first adoption, with no spec, and must run (it once ended
+    Failed with 'the machine restarted')."""
+    launcher, rec = launcher_in_boot(tmp_path, "boot-a", monkeypatch)
+    marker = tmp_path / "ran"
+    try:
+        launcher.adopt([job(tmp_path, 1, marker)])
+        assert wait_status(launcher, 1)["exit_code"] == 0 and marker.exists()
+    finally:
+        launcher.forks.close()
+    assert not [m for m in rec.sent if m[0] == "exited"]
