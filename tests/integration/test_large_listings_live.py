@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 
+from conftest import wait_for
 from gflow.api.replies import FILE_BODY_MIN
 from gflow.ipc import OUT_OF_BAND_MIN
 
@@ -23,6 +24,12 @@ def test_large_listings_arrive_whole_between_small_replies(daemon):
     assert status == 201, body
     conn = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=30)
     try:
+        # Settled first: a pass over 800 queued jobs runs in slices and gives each its
+        # waiting reason, so listings taken while it runs differ in those reasons.
+        settled = []
+        wait_for(lambda: settled.append(get(conn, "/jobs")[2]) or
+                 (len(settled) > 1 and settled[-1] == settled[-2]), timeout=30,
+                 interval=0.2, what="the listing to settle")
         bodies = []
         for path in ("/jobs", "/jobs/3", "/jobs?limit=120", "/health", "/jobs"):
             status, length, data = get(conn, path)
