@@ -350,7 +350,9 @@ def test_the_loop_never_waits_for_a_slow_snapshot(tmp_path):
         time.sleep(0.01)
         assert time.monotonic() - started < 20
     assert time.monotonic() - started >= 1.4       # the writer took its time ...
-    assert len(during) > 20 and max(steps[-1:] + during) < 0.5   # ... and nobody waited
+    # ... and nobody waited for it: a step that did would take ~1.5 s; 1 s leaves room
+    # for a loaded 2-core machine (0.51 s was seen there with all helpers' tests running).
+    assert len(during) > 20 and max(steps[-1:] + during) < 1.0
     assert loop.snapshot_bytes == os.path.getsize(store.snapshot_path) > 0
     assert len(list_segments(core.store.data_dir)) <= 1          # only the next one's
     loop.shutdown()
