@@ -89,6 +89,16 @@ def tune_malloc() -> None:
     mallopt(M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD)
 
 
+def release_free_heap() -> None:
+    """Give freed heap pages back to the system (glibc's malloc_trim). After a large
+    listing is sent, up to 2 x MMAP_THRESHOLD of freed heap would otherwise stay in the
+    process (the API worker's PSS at 10k jobs was 29-44 MB from run to run)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):   # not glibc
+        pass
+
+
 def watch_master() -> None:
     """Exit when the master dies, even by SIGKILL, so no orphan keeps serving the port."""
     try:

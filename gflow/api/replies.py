@@ -8,6 +8,8 @@ from typing import Any
 from flask import Response, current_app, request
 from werkzeug.wsgi import wrap_file
 
+from gflow.workerproc import release_free_heap
+
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
 # Bodies from this size on (job listings) reach waitress as a file it reads from in
@@ -43,6 +45,7 @@ class BufferFile:
 
     def close(self) -> None:
         self._view, self._pos = memoryview(b""), 0     # views handed out stay valid
+        release_free_heap()     # the body (usually its last reference) is freed by now
 
 
 class ApiError(Exception):

@@ -515,6 +515,25 @@ def test_a_buffer_file_gives_waitress_the_body_in_order_however_it_sends():
     assert f.tell() == len(data) - 3 and bytes(f.read(10)) == data[-3:]
 
 
+def test_closing_a_buffer_file_drops_the_body_and_gives_free_heap_back(monkeypatch):
+    import gc
+    import weakref
+    from gflow.api import replies
+
+    class Body(bytearray):
+        pass
+    body = Body(b"x" * 1000)
+    gone, trims = weakref.ref(body), []
+    monkeypatch.setattr(replies, "release_free_heap",
+                        lambda: trims.append(gone() is None))
+    f = replies.BufferFile(body)
+    del body
+    gc.collect()
+    assert gone() is not None                 # the file keeps the body while it is sent
+    f.close()
+    assert trims == [True]                    # freed first, then the heap trimmed
+
+
 def test_a_large_listing_is_served_from_a_file_wrapper_with_its_length(client, monkeypatch):
     """Large JSON bodies reach waitress as a file (no copy into its buffer): the body, its
     Content-Length and HEAD's headers are what a bytes body would give."""
