@@ -6,8 +6,8 @@ import ctypes
 import faulthandler
 import fcntl
 import logging
-import multiprocessing
 import os
+import select
 import signal
 import sys
 import threading
@@ -54,20 +54,18 @@ def set_title(title: str) -> None:
         pass
 
 
-def setup_worker(name: str, ctx: WorkerContext, *, exit_with_master: bool = True) -> None:
+def setup_worker(name: str, ctx: WorkerContext) -> None:
     """Title, logging (the daemon log file and/or the inherited stderr: see
-    gflow.logutil), SIGINT ignored (the master decides)."""
+    gflow.logutil), SIGINT ignored (the master decides). malloc and the tie to the master
+    were set up before, by gflow.daemon.entry."""
     from gflow.logutil import configure_daemon_logging
     set_title(f"gflowd: {name}")
-    tune_malloc()
     configure_daemon_logging(ctx.log_level, ctx.log_file, process_name=name,
                              stderr_is_log=ctx.log_follow)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # `kill -USR2 <worker>` writes every thread's stack to the daemon log (a stuck worker).
     faulthandler.register(signal.SIGUSR2, file=sys.stderr, all_threads=True)
-    if exit_with_master:
-        watch_master()
 
 
 def tune_malloc() -> None:
@@ -99,24 +97,30 @@ def release_free_heap() -> None:
         pass
 
 
-def watch_master() -> None:
-    """Exit when the master dies, even by SIGKILL, so no orphan keeps serving the port."""
+def exit_with_master(master: int, name: str) -> None:
+    """Exit when the master dies, even by SIGKILL, so that no orphan keeps serving the
+    port: at once (a thread waits on a pidfd of the master) and by SIGTERM (PDEATHSIG,
+    also where there are no pidfds). If it is gone already, go now."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
         pass
-    parent = multiprocessing.parent_process()
-    if parent is None:
+    try:
+        pidfd: Optional[int] = os.pidfd_open(master)
+    except (AttributeError, OSError):   # Linux < 5.3, or the master is gone
+        pidfd = None
+    if os.getppid() != master:          # it died before prctl took effect
+        os._exit(0)
+    if pidfd is None:
         return
 
-    def wait_parent() -> None:
-        parent.join()
-        logging.getLogger("gflow").warning("master exited; %s worker exiting",
-                                           multiprocessing.current_process().name)
+    def wait_master() -> None:
+        select.select([pidfd], [], [])
+        logging.getLogger("gflow").warning("master exited; %s worker exiting", name)
         os._exit(0)
 
-    threading.Thread(target=wait_parent, name="master-watch", daemon=True).start()
+    threading.Thread(target=wait_master, name="master-watch", daemon=True).start()
 
 
 def stop_event_on(signals=(signal.SIGTERM,)) -> threading.Event:
@@ -152,8 +156,9 @@ def hold_worker_lock(path) -> int:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        # (workers are not multiprocessing children: the lock's name says which one)
         logging.getLogger("gflow").info("waiting for the previous %s worker to exit",
-                                        multiprocessing.current_process().name)
+                                        os.path.basename(path).split(".")[0])
         fcntl.flock(fd, fcntl.LOCK_EX)
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)

@@ -8,11 +8,7 @@
 from __future__ import annotations
 
 import os
-import select
 import sys
-from typing import Optional
-
-PR_SET_PDEATHSIG = 1
 
 
 def run_worker(name: str, *args, **kwargs) -> None:
@@ -31,9 +27,9 @@ def child_main() -> None:
     import pickle
     stdin = os.fdopen(0, "rb", closefd=False)
     name, sys.path[:], master = pickle.load(stdin)
-    from gflow.workerproc import tune_malloc
+    from gflow.workerproc import exit_with_master, tune_malloc
     tune_malloc()                   # before any thread: one malloc arena for them all
-    exit_with(master, name)
+    exit_with_master(master, name)
     # Only now: unpickling the context imports gflow.config from the master's sys.path.
     args, fds = pickle.load(stdin)
     # Jobs and helpers started from here must not read the master's pipe.
@@ -57,33 +53,3 @@ def _inherited(fds: dict) -> dict:
         else:
             kwargs[key] = socket.socket(fileno=fd)
     return kwargs
-
-
-def exit_with(master: int, name: str) -> None:
-    """Exit when the master dies, even by SIGKILL, so that no orphan keeps serving the
-    port: at once (a thread waits on a pidfd of the master) and by SIGTERM (PDEATHSIG,
-    also where there are no pidfds). If it is gone already, go now."""
-    import ctypes
-    import signal
-    import threading
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
-    try:
-        pidfd: Optional[int] = os.pidfd_open(master)
-    except (AttributeError, OSError):   # Linux < 5.3, or the master is gone
-        pidfd = None
-    if os.getppid() != master:          # it died before prctl took effect
-        os._exit(0)
-    if pidfd is None:
-        return
-
-    def wait_master() -> None:
-        select.select([pidfd], [], [])
-        import logging
-        logging.getLogger("gflow").warning("master exited; %s worker exiting", name)
-        os._exit(0)
-
-    threading.Thread(target=wait_master, name="master-watch", daemon=True).start()

@@ -46,15 +46,15 @@ def run_child(code: str) -> subprocess.CompletedProcess:
 
 def test_a_worker_whose_master_is_already_gone_exits_at_once():
     res = run_child("""
-        from gflow.daemon.entry import exit_with
-        exit_with(1, "api")             # not our parent: the master died before
+        from gflow.workerproc import exit_with_master
+        exit_with_master(1, "api")             # not our parent: the master died before
         print("went on")
     """)
     assert res.returncode == 0 and res.stdout == ""
     res = run_child("""
         import os
-        from gflow.daemon.entry import exit_with
-        exit_with(os.getppid(), "api")
+        from gflow.workerproc import exit_with_master
+        exit_with_master(os.getppid(), "api")
         print("went on")
     """)
     assert res.returncode == 0 and res.stdout == "went on\n"
@@ -65,8 +65,8 @@ def test_a_worker_exits_when_its_master_is_killed():
     master = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
         import subprocess, sys, time
         child = subprocess.Popen([sys.executable, "-c",
-            "import os, sys, time; from gflow.daemon.entry import exit_with; "
-            "exit_with(os.getppid(), 'api'); print('tied', flush=True); time.sleep(60)"],
+            "import os, sys, time; from gflow.workerproc import exit_with_master; "
+            "exit_with_master(os.getppid(), 'api'); print('tied', flush=True); time.sleep(60)"],
             stdout=subprocess.PIPE, text=True)
         assert child.stdout.readline() == "tied\\n"
         print(child.pid, flush=True)
