@@ -68,24 +68,32 @@ def job(tmp_path, job_id: int, marker) -> dict:
             "gpu_ids": [], "env": {"PATH": os.environ["PATH"]}}
 
 
-def test_in_the_same_boot_a_missing_spec_means_never_launched(tmp_path, monkeypatch):
-    first, _ = launcher_in_boot(tmp_path, "boot-a", monkeypatch)
-    first.adopt([])                              # a daemon's start records its boot
+def adopted_once_in(tmp_path, boot: str, monkeypatch) -> None:
+    """A daemon's start in `boot`: its launcher's first adoption records the boot."""
+    first, _ = launcher_in_boot(tmp_path, boot, monkeypatch)
+    first.adopt([])
     first.forks.close()
-    launcher, rec = launcher_in_boot(tmp_path, "boot-a", monkeypatch)     # e.g. after kill -9
-    marker = tmp_path / "ran"
+
+
+def assert_adoption_starts_it(launcher, rec, tmp_path, job_id: int) -> None:
+    """Adopting job `job_id`, whose spec is missing, runs it, and nothing is reported."""
+    marker = tmp_path / f"ran-{job_id}"
     try:
-        launcher.adopt([job(tmp_path, 4, marker)])
-        assert wait_status(launcher, 4)["exit_code"] == 0 and marker.exists()
+        launcher.adopt([job(tmp_path, job_id, marker)])
+        assert wait_status(launcher, job_id)["exit_code"] == 0 and marker.exists()
     finally:
         launcher.forks.close()
     assert not [m for m in rec.sent if m[0] == "exited"]     # not reported as lost
 
 
+def test_in_the_same_boot_a_missing_spec_means_never_launched(tmp_path, monkeypatch):
+    adopted_once_in(tmp_path, "boot-a", monkeypatch)
+    launcher, rec = launcher_in_boot(tmp_path, "boot-a", monkeypatch)     # e.g. after kill -9
+    assert_adoption_starts_it(launcher, rec, tmp_path, 4)
+
+
 def test_after_a_restart_a_missing_or_stale_spec_is_reported_not_run(tmp_path, monkeypatch):
-    first, _ = launcher_in_boot(tmp_path, "boot-a", monkeypatch)
-    first.adopt([])
-    first.forks.close()
+    adopted_once_in(tmp_path, "boot-a", monkeypatch)
     launcher, rec = launcher_in_boot(tmp_path, "boot-b", monkeypatch)    # the machine restarted
     # Job 6's spec is an earlier attempt's: this attempt's spec may have been lost.
     (launcher.paths.logs_dir / "6.spec.json").write_text(json.dumps({"id": 6, "attempt": 1}))
@@ -110,10 +118,4 @@ def test_on_a_new_data_dir_a_job_handed_over_by_adoption_is_started(tmp_path, mo
     then comes in the first adoption, with no spec, and must run (it once ended
     Failed with 'the machine restarted')."""
     launcher, rec = launcher_in_boot(tmp_path, "boot-a", monkeypatch)
-    marker = tmp_path / "ran"
-    try:
-        launcher.adopt([job(tmp_path, 1, marker)])
-        assert wait_status(launcher, 1)["exit_code"] == 0 and marker.exists()
-    finally:
-        launcher.forks.close()
-    assert not [m for m in rec.sent if m[0] == "exited"]
+    assert_adoption_starts_it(launcher, rec, tmp_path, 1)
